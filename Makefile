@@ -1,0 +1,42 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+# Both create .venv once and reuse it (and Ivy's Delta jar cache) on later runs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+N_TRANSACTIONS ?= 1000000
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint bench clean check-java install
+
+check-java:
+	@command -v java >/dev/null 2>&1 || { echo "error: Spark 4 needs Java 17+, but 'java' is not on PATH. Install a JDK 17 (apt-get install openjdk-17-jre-headless)." >&2; exit 1; }
+	@v=$$(java -version 2>&1 | awk -F'"' '/version/ {print $$2; exit}'); major=$${v%%.*}; \
+	  [ "$$major" = "1" ] && major=$$(echo $$v | cut -d. -f2); \
+	  if [ "$${major:-0}" -lt 17 ] 2>/dev/null; then echo "error: Spark 4 needs Java 17+, found Java $$v at $$(command -v java)." >&2; exit 1; fi
+
+$(STAMP): setup.py constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip==25.3
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: check-java $(STAMP)
+
+demo: install
+	$(BIN)/python jobs/generate_transactions.py --set generator.n_transactions=$(N_TRANSACTIONS)
+	$(BIN)/python jobs/build_features.py
+	@echo ""
+	@echo "Outputs (Delta tables):"
+	@echo "  transactions   data/transactions   customers  data/customers   ground truth  data/ground_truth"
+	@echo "  features       data/features       quarantine data/features_quarantine"
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check segmentation jobs tests
+	$(BIN)/ruff format --check segmentation jobs tests
+
+clean:
+	rm -rf data mlruns mlartifacts mlflow.db spark-warehouse metastore_db derby.log .pytest_cache

@@ -1,0 +1,93 @@
+"""What every job shares: arguments, logging set-up, and the exit-code contract.
+
+Each job is ``main(argv=None) -> int``. A job body raises; :func:`run_job` turns
+the exception into one line on stderr and a non-zero exit code:
+
+* 0: success;
+* 2: a user-facing problem (:class:`~segmentation.errors.SegmentationError`:
+  bad config, bad input, quarantine threshold...);
+* 1: anything else (a bug or an infrastructure failure), with the traceback in
+  the log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from segmentation.config import AppConfig, default_config_files, load_config
+from segmentation.errors import SegmentationError
+
+__all__ = ["configure_logging", "job_parser", "config_from_args", "run_job"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USER_ERROR = 2
+
+_LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Configure Python logging once per job (idempotent; notebooks keep their own handlers)."""
+    root = logging.getLogger()
+    if not any(getattr(h, "_segmentation", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(_LOG_FORMAT, "%H:%M:%S"))
+        handler._segmentation = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(level)
+    for noisy in ("py4j", "urllib3", "alembic", "matplotlib", "git"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def job_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--config",
+        action="append",
+        type=Path,
+        metavar="FILE",
+        help="YAML config file; repeat to layer overlays (default: conf/base.yaml + conf/<env>.yaml)",
+    )
+    parser.add_argument("--env", default="local", help="overlay used when no --config is given (default: local)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one dotted config key, e.g. --set features.as_of=2024-12-31 (repeatable)",
+    )
+    parser.add_argument("--log-level", default="INFO", help="Python log level (default: INFO)")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> AppConfig:
+    files = args.config if args.config else default_config_files(args.env)
+    return load_config(files, args.overrides)
+
+
+def run_job(name: str, body: Callable[[], object]) -> int:
+    """Run ``body`` and map its outcome to the exit-code contract."""
+    log = logging.getLogger(name)
+    try:
+        body()
+    except SegmentationError as exc:
+        log.debug("job failed", exc_info=True)
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Exception as exc:  # noqa: BLE001 - the job's last line of defence
+        log.exception("job failed")
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"{name}: failed: {type(exc).__name__}: {reason}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level)
+    return args

@@ -1,0 +1,301 @@
+"""Typed, validated job configuration.
+
+Configuration is YAML: ``conf/base.yaml`` holds every default, and an overlay
+(``conf/local.yaml``, ``conf/cluster.yaml``, ``conf/databricks.yaml`` or a file
+of the user's) changes only what differs. Files are deep-merged in the order
+given, then ``--set dotted.key=value`` overrides are applied, and the result is
+validated once into frozen pydantic objects. Unknown keys and wrong types are
+rejected with a :class:`ConfigError` that names the dotted key and the file (or
+``--set``) that supplied it.
+
+Sections are kept apart on purpose: ``spark`` (engine settings), ``input`` and
+``*.output`` (IO locations), and ``features`` / ``training`` (business
+parameters).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from segmentation.errors import ConfigError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "AppConfig",
+    "ConfigError",
+    "default_config_files",
+    "load_config",
+]
+
+TableFormat = Literal["delta", "parquet", "csv"]
+OutputFormat = Literal["delta", "parquet"]
+
+REQUIRED_TRANSACTION_ROLES = ("customer_id", "timestamp", "amount")
+OPTIONAL_TRANSACTION_ROLES = ("transaction_id", "quantity", "category", "channel")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SparkConfig(_Section):
+    """Engine settings. Ignored where a session already exists (Databricks, spark-submit)."""
+
+    master: str = "local[*]"
+    app_name: str = "customer-segmentation"
+    # 0 means "size to the cores": 2 x defaultParallelism, at least 4.
+    shuffle_partitions: int = Field(0, ge=0)
+    driver_memory: str = "4g"
+    ui_enabled: bool = True
+    # Download the Delta Lake jars from Maven Central when Spark is started from
+    # plain Python. On a cluster the jars come with spark-submit --packages or the
+    # runtime, and nothing is downloaded.
+    delta_from_maven: bool = True
+    log_level: str = "WARN"
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class TableConfig(_Section):
+    """Where a table lives: a path with a format, or a catalog table name."""
+
+    path: str | None = None
+    format: TableFormat = "delta"
+    table: str | None = None
+    options: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _path_or_table(self) -> TableConfig:
+        if self.path and self.table:
+            raise ValueError("give either 'path' or 'table', not both")
+        return self
+
+    @property
+    def location(self) -> str:
+        return self.table or self.path or "<unset>"
+
+
+class TransactionsInput(TableConfig):
+    """Transactions source and the mapping of roles to the user's column names."""
+
+    columns: dict[str, str] = Field(
+        default_factory=lambda: {
+            "customer_id": "customer_id",
+            "timestamp": "timestamp",
+            "amount": "amount",
+            "transaction_id": "transaction_id",
+            "quantity": "quantity",
+            "category": "category",
+            "channel": "channel",
+        }
+    )
+
+    @field_validator("columns")
+    @classmethod
+    def _known_roles(cls, value: dict[str, str]) -> dict[str, str]:
+        known = set(REQUIRED_TRANSACTION_ROLES) | set(OPTIONAL_TRANSACTION_ROLES)
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"unknown column role(s) {unknown}; known roles are {sorted(known)}")
+        missing = [r for r in REQUIRED_TRANSACTION_ROLES if not value.get(r)]
+        if missing:
+            raise ValueError(f"required column role(s) {missing} are not mapped")
+        return {role: name for role, name in value.items() if name}
+
+
+class CustomersInput(TableConfig):
+    """Optional customer attributes (age, income, region...) joined for demographic features."""
+
+    enabled: bool = False
+    customer_id: str = "customer_id"
+    numeric: list[str] = Field(default_factory=list)
+    categorical: list[str] = Field(default_factory=list)
+    # Categorical levels beyond this many (by customer count) are pooled into "other".
+    max_levels: int = Field(10, ge=1)
+
+
+class InputConfig(_Section):
+    transactions: TransactionsInput = Field(default_factory=TransactionsInput)
+    customers: CustomersInput = Field(default_factory=CustomersInput)
+
+
+class OutputConfig(_Section):
+    path: str | None = None
+    format: OutputFormat = "delta"
+    table: str | None = None
+
+    @property
+    def location(self) -> str:
+        return self.table or self.path or "<unset>"
+
+
+class GeneratorConfig(_Section):
+    """Synthetic transactions: size, seed and where to write them."""
+
+    n_transactions: int = Field(1_000_000, ge=1)
+    # 0 means one customer per 20 transactions.
+    n_customers: int = Field(0, ge=0)
+    seed: int = 42
+    start_date: dt.date = dt.date(2023, 1, 1)
+    end_date: dt.date = dt.date(2024, 12, 31)
+    duplicate_share: float = Field(0.001, ge=0.0, lt=0.5)
+    partitions: int = Field(0, ge=0)
+    transactions: OutputConfig = Field(default_factory=lambda: OutputConfig(path="data/transactions"))
+    customers: OutputConfig = Field(default_factory=lambda: OutputConfig(path="data/customers"))
+    ground_truth: OutputConfig = Field(default_factory=lambda: OutputConfig(path="data/ground_truth"))
+
+    @model_validator(mode="after")
+    def _dates_ordered(self) -> GeneratorConfig:
+        if self.end_date <= self.start_date:
+            raise ValueError("end_date must be after start_date")
+        return self
+
+
+class FeaturesConfig(_Section):
+    """Business parameters of the feature job; all durations are in days."""
+
+    # End of the observation window, inclusive. None: the day after the newest transaction.
+    as_of: dt.date | None = None
+    top_categories: int = Field(8, ge=1)
+    max_channels: int = Field(5, ge=1)
+    trend_window_days: int = Field(90, ge=1)
+    churn_gap_multiple: float = Field(3.0, gt=0)
+    # Share of input rows that may be quarantined before the job fails.
+    max_quarantine_share: float = Field(0.05, ge=0.0, le=1.0)
+    output: OutputConfig = Field(default_factory=lambda: OutputConfig(path="data/features"))
+    quarantine: OutputConfig = Field(default_factory=lambda: OutputConfig(path="data/features_quarantine"))
+
+
+class MlflowConfig(_Section):
+    tracking_uri: str = "sqlite:///mlflow.db"
+    registry_uri: str | None = None
+    experiment: str = "customer-segmentation"
+    # Where a new experiment stores artifacts; None lets the server decide.
+    artifact_location: str | None = "mlartifacts"
+    registered_model: str = "customer-segments"
+    alias: str = "champion"
+
+
+class AppConfig(_Section):
+    spark: SparkConfig = Field(default_factory=SparkConfig)
+    input: InputConfig = Field(default_factory=InputConfig)
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+
+
+# --------------------------------------------------------------------------- loading
+
+PROJECT_CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def default_config_files(env: str = "local", conf_dir: Path | None = None) -> list[Path]:
+    """``base.yaml`` plus the ``<env>.yaml`` overlay from ``conf_dir`` (default: ./conf, then the project's)."""
+    candidates = [conf_dir] if conf_dir else [Path.cwd() / "conf", PROJECT_CONF_DIR]
+    for directory in candidates:
+        if directory and (directory / "base.yaml").is_file():
+            files = [directory / "base.yaml"]
+            overlay = directory / f"{env}.yaml"
+            if env != "base":
+                if not overlay.is_file():
+                    raise ConfigError(f"config overlay for env '{env}' not found: {overlay}")
+                files.append(overlay)
+            return files
+    return []  # no conf/ shipped (for example a wheel on a cluster): the typed defaults apply
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def _merge(
+    base: dict[str, Any], overlay: Mapping[str, Any], source: str, origins: dict[str, str], prefix: str = ""
+) -> dict[str, Any]:
+    """Deep-merge ``overlay`` into ``base``; record which source set each dotted key."""
+    for key, value in overlay.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value, source, origins, dotted + ".")
+        else:
+            base[key] = _plain(value)
+            origins[dotted] = source
+            _mark_children(value, dotted, source, origins)
+    return base
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _mark_children(value: Any, dotted: str, source: str, origins: dict[str, str]) -> None:
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            origins[f"{dotted}.{k}"] = source
+            _mark_children(v, f"{dotted}.{k}", source, origins)
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set expects dotted.key=value, got '{item}'")
+    key, raw = item.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"--set has an empty key in '{item}'")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def _source_of(dotted: str, origins: Mapping[str, str]) -> str:
+    probe = dotted
+    while probe:
+        if probe in origins:
+            return origins[probe]
+        probe = probe.rpartition(".")[0]
+    return "defaults"
+
+
+def load_config(
+    files: Sequence[str | Path] | None = None,
+    overrides: Iterable[str] = (),
+) -> AppConfig:
+    """Merge ``files`` in order, apply ``key=value`` overrides, and validate.
+
+    ``files=None`` means the default files (``conf/base.yaml`` + ``conf/local.yaml``).
+    """
+    paths = default_config_files() if files is None else [Path(f) for f in files]
+    merged: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for path in paths:
+        _merge(merged, _read_yaml(path), str(path), origins)
+    for item in overrides:
+        parts, value = _parse_override(item)
+        nested: dict[str, Any] = {}
+        cursor = nested
+        for part in parts[:-1]:
+            cursor = cursor.setdefault(part, {})
+        cursor[parts[-1]] = value
+        _merge(merged, nested, f"--set {item}", origins)
+    try:
+        return AppConfig.model_validate(merged)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            dotted = ".".join(str(p) for p in err["loc"])
+            problems.append(f"{dotted or '<root>'} (from {_source_of(dotted, origins)}): {err['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

@@ -1,0 +1,120 @@
+"""The one place a SparkSession is built.
+
+* Databricks, a notebook or any caller that already has a session: that session
+  is returned untouched and nothing is downloaded.
+* ``spark-submit``: the master, jars and packages come from spark-submit; only
+  the Delta SQL extension, catalog and session settings are added.
+* Plain ``python``: a local session (``spark.master`` from config, ``local[*]``
+  by default) with the Delta Lake jars fetched from Maven Central on first use
+  and cached by Ivy (``~/.ivy2.5.2``) for every later run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+
+from pyspark import SparkConf, SparkContext
+from pyspark.sql import SparkSession
+
+from segmentation.config import SparkConfig
+
+__all__ = ["DELTA_EXTENSION", "DELTA_CATALOG", "JavaMissingError", "check_java", "delta_maven_coordinate", "get_spark"]
+
+log = logging.getLogger(__name__)
+
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+MIN_JAVA = 17
+
+
+class JavaMissingError(RuntimeError):
+    """No usable Java runtime for Spark."""
+
+
+def check_java() -> int:
+    """Return the Java major version, or raise :class:`JavaMissingError` when missing or older than 17."""
+    java_home = os.environ.get("JAVA_HOME")
+    java = os.path.join(java_home, "bin", "java") if java_home else shutil.which("java")
+    if not java or not os.path.exists(java):
+        raise JavaMissingError(
+            f"Java {MIN_JAVA}+ is required by Spark 4 but no 'java' was found on PATH or in JAVA_HOME; "
+            "install a JDK 17 (for example: apt-get install openjdk-17-jre-headless)"
+        )
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
+    text = out.stderr + out.stdout
+    try:
+        quoted = text.split('"')[1]
+        major = int(quoted.split(".")[1] if quoted.startswith("1.") else quoted.split(".")[0].split("-")[0])
+    except (IndexError, ValueError) as exc:
+        raise JavaMissingError(f"could not read the Java version from '{java} -version': {text.strip()}") from exc
+    if major < MIN_JAVA:
+        raise JavaMissingError(f"Spark 4 needs Java {MIN_JAVA}+, but {java} is Java {major}; install JDK 17 or newer")
+    return major
+
+
+def delta_maven_coordinate() -> str:
+    """The Delta Lake jar that matches the installed pyspark and delta-spark (for --packages)."""
+    from importlib.metadata import version
+
+    import pyspark
+
+    spark_minor = ".".join(pyspark.__version__.split(".")[:2])
+    return f"io.delta:delta-spark_{spark_minor}_2.13:{version('delta-spark')}"
+
+
+def _under_spark_submit() -> bool:
+    # spark-submit starts the JVM first and hands its gateway to Python.
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def get_spark(settings: SparkConfig | None = None) -> SparkSession:
+    """Return the active session, or build one configured for Delta Lake."""
+    settings = settings or SparkConfig()
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        log.info("reusing the active Spark session (master=%s)", active.conf.get("spark.master", "unknown"))
+        return active
+
+    submitted = _under_spark_submit()
+    if not submitted:
+        check_java()
+    builder = SparkSession.builder.appName(settings.app_name)
+    # Under spark-submit the JVM already holds the user's --conf values; read them so
+    # that extensions the user configured are kept next to Delta's.
+    existing = SparkContext.getOrCreate().getConf() if submitted else SparkConf()
+    if not submitted:
+        builder = builder.master(settings.master)
+        builder = builder.config("spark.driver.memory", settings.driver_memory)
+        if settings.delta_from_maven:
+            builder = builder.config("spark.jars.packages", delta_maven_coordinate())
+    builder = (
+        builder.config("spark.sql.extensions", _with_delta(existing.get("spark.sql.extensions", "")))
+        .config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.ui.enabled", str(settings.ui_enabled).lower())
+        .config("spark.sql.adaptive.enabled", "true")
+        .config("spark.ui.showConsoleProgress", "true")
+    )
+    for key, value in settings.conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(settings.log_level)
+    partitions = settings.shuffle_partitions or max(4, 2 * spark.sparkContext.defaultParallelism)
+    spark.conf.set("spark.sql.shuffle.partitions", str(partitions))
+    log.info(
+        "Spark %s session started (master=%s, shuffle partitions=%d)",
+        spark.version,
+        spark.sparkContext.master,
+        partitions,
+    )
+    return spark
+
+
+def _with_delta(extensions: str) -> str:
+    names = [e.strip() for e in extensions.split(",") if e.strip()]
+    if DELTA_EXTENSION not in names:
+        names.append(DELTA_EXTENSION)
+    return ",".join(names)

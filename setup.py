@@ -1,0 +1,44 @@
+"""Customer segmentation on Apache Spark: features, MLlib clustering, MLflow tracking, Delta outputs."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+# Direct dependencies, pinned to the tested set. constraints.txt pins the
+# transitive ones too; see README "Dependencies" for why this pyspark/delta pair.
+RUNTIME = [
+    "pyspark==4.2.0",
+    "delta-spark==4.4.0",
+    "mlflow==3.17.2",
+    "pandas==2.3.3",  # pyspark 4.2 supports pandas 2.x and warns on pandas 3
+    "numpy==2.4.6",
+    "pyarrow==25.0.1",
+    "pydantic==2.14.3",
+    "PyYAML==6.0.3",
+    "matplotlib==3.11.2",
+]
+DEV = [
+    "pytest==9.2.0",
+    "ruff==0.17.6",
+    "scikit-learn==1.9.1",  # reference implementation in tests and the benchmark
+    "Lifetimes==0.11.3",  # reference for the lifetimes-compatible feature columns
+    "duckdb==2.0.0",  # single-machine peer in the benchmark
+]
+
+JOBS = ["generate_transactions", "build_features"]
+
+setup(
+    name="customer-segmentation",
+    version="0.1.0",
+    description=__doc__,
+    long_description=Path("README.md").read_text() if Path("README.md").exists() else __doc__,
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(exclude=["tests*"]) + ["jobs"],
+    include_package_data=True,
+    install_requires=RUNTIME,
+    extras_require={"dev": DEV},
+    entry_points={
+        "console_scripts": [f"segmentation-{job.replace('_', '-')}=jobs.{job}:main" for job in JOBS],
+    },
+)
