@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from segmentation.errors import ConfigError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from segmentation.errors import ConfigError
 
 __all__ = [
     "AppConfig",
@@ -42,6 +43,15 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _stringify(value: Any) -> Any:
+    """Spark settings and reader options are strings; accept YAML scalars (7, true) for them."""
+    if isinstance(value, Mapping):
+        return {
+            k: str(v).lower() if isinstance(v, bool) else v if isinstance(v, str) else str(v) for k, v in value.items()
+        }
+    return value
+
+
 class SparkConfig(_Section):
     """Engine settings. Ignored where a session already exists (Databricks, spark-submit)."""
 
@@ -58,6 +68,8 @@ class SparkConfig(_Section):
     log_level: str = "WARN"
     conf: dict[str, str] = Field(default_factory=dict)
 
+    _conf_strings = field_validator("conf", mode="before")(_stringify)
+
 
 class TableConfig(_Section):
     """Where a table lives: a path with a format, or a catalog table name."""
@@ -67,10 +79,12 @@ class TableConfig(_Section):
     table: str | None = None
     options: dict[str, str] = Field(default_factory=dict)
 
+    _option_strings = field_validator("options", mode="before")(_stringify)
+
     @model_validator(mode="after")
     def _path_or_table(self) -> TableConfig:
         if self.path and self.table:
-            raise ValueError("give either 'path' or 'table', not both")
+            raise ValueError("give either 'path' or 'table', not both (set path: null to use a catalog table)")
         return self
 
     @property
@@ -81,7 +95,8 @@ class TableConfig(_Section):
 class TransactionsInput(TableConfig):
     """Transactions source and the mapping of roles to the user's column names."""
 
-    columns: dict[str, str] = Field(
+    # A role mapped to null (or removed) is absent from the input.
+    columns: dict[str, str | None] = Field(
         default_factory=lambda: {
             "customer_id": "customer_id",
             "timestamp": "timestamp",
@@ -95,7 +110,7 @@ class TransactionsInput(TableConfig):
 
     @field_validator("columns")
     @classmethod
-    def _known_roles(cls, value: dict[str, str]) -> dict[str, str]:
+    def _known_roles(cls, value: dict[str, str | None]) -> dict[str, str | None]:
         known = set(REQUIRED_TRANSACTION_ROLES) | set(OPTIONAL_TRANSACTION_ROLES)
         unknown = sorted(set(value) - known)
         if unknown:
@@ -118,8 +133,8 @@ class CustomersInput(TableConfig):
 
 
 class InputConfig(_Section):
-    transactions: TransactionsInput = Field(default_factory=TransactionsInput)
-    customers: CustomersInput = Field(default_factory=CustomersInput)
+    transactions: TransactionsInput = Field(default_factory=lambda: TransactionsInput(path="data/transactions"))
+    customers: CustomersInput = Field(default_factory=lambda: CustomersInput(path="data/customers"))
 
 
 class OutputConfig(_Section):
@@ -251,7 +266,7 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
         raise ConfigError(f"--set expects dotted.key=value, got '{item}'")
     key, raw = item.split("=", 1)
-    parts = [p for p in key.strip().split(".") if p]
+    parts = _split_key(key.strip())
     if not parts:
         raise ConfigError(f"--set has an empty key in '{item}'")
     try:
@@ -259,6 +274,28 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     except yaml.YAMLError:
         value = raw
     return parts, value
+
+
+def _split_key(key: str) -> list[str]:
+    """Split a dotted key, keeping the tail whole below a free-form mapping.
+
+    ``spark.conf.spark.sql.shuffle.partitions`` is the key
+    ``spark.sql.shuffle.partitions`` inside ``spark.conf``.
+    """
+    parts = [p for p in key.split(".") if p]
+    model: type[BaseModel] | None = AppConfig
+    for i, part in enumerate(parts):
+        field = model.model_fields.get(part) if model else None
+        if field is None:
+            return parts
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+            continue
+        if getattr(annotation, "__origin__", None) is dict and i + 1 < len(parts):
+            return parts[: i + 1] + [".".join(parts[i + 1 :])]
+        return parts
+    return parts
 
 
 def _source_of(dotted: str, origins: Mapping[str, str]) -> str:
@@ -279,7 +316,8 @@ def load_config(
     ``files=None`` means the default files (``conf/base.yaml`` + ``conf/local.yaml``).
     """
     paths = default_config_files() if files is None else [Path(f) for f in files]
-    merged: dict[str, Any] = {}
+    # Start from the typed defaults so a partial mapping (one column role, say) keeps the rest.
+    merged: dict[str, Any] = AppConfig().model_dump(mode="python")
     origins: dict[str, str] = {}
     for path in paths:
         _merge(merged, _read_yaml(path), str(path), origins)

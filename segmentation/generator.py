@@ -1,0 +1,288 @@
+"""Synthetic transactions with planted customer segments, generated natively in Spark.
+
+Every random value is a hash of (row index, salt, seed), not ``rand()``, so the
+output is identical for a seed whatever the partitioning, executors or retries,
+and nothing is held in driver memory: 100M rows stream through
+``spark.range`` like any other scan.
+
+Planted personas (the ground truth, never a feature) differ in recency,
+frequency, spend, basket size, category mix, returns and channel:
+
+==============  =====  ==========================================================
+persona         share  behaviour
+==============  =====  ==========================================================
+champions        8%    very frequent, recent, high spend, broad categories, app
+loyal           15%    frequent, recent, small grocery/home baskets, in store
+big_spenders     7%    rare but very large electronics/jewelry baskets, online
+new             10%    first purchase in the last 60 days, fashion/beauty
+at_risk         15%    used to buy often, silent for 4-8 months, home/garden
+hibernating     15%    few small purchases, silent for 8-16 months, books/toys
+one_time        30%    a single purchase day anywhere in the period
+==============  =====  ==========================================================
+
+Realistic mess: log-normal spend, returns as negative amounts (and negative
+quantities), a yearly seasonal peak in late November, exact duplicate
+transaction rows (``duplicate_share``), customers who never buy, and the long
+tail of one-time buyers.
+
+Output columns
+--------------
+transactions: ``transaction_id`` string, ``customer_id`` string, ``timestamp``
+timestamp (UTC), ``amount`` double (currency; negative = return), ``quantity``
+int (negative for returns), ``category`` string, ``channel`` string.
+
+customers: ``customer_id``, ``age`` int (years), ``income`` double (currency per
+year), ``region`` string, ``signup_date`` date.
+
+ground truth: ``customer_id``, ``segment`` (persona name), ``segment_id`` int.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from segmentation.config import GeneratorConfig
+
+__all__ = ["PERSONAS", "CATEGORIES", "CHANNELS", "REGIONS", "Persona", "generate", "customer_count"]
+
+CATEGORIES = ("electronics", "fashion", "home", "beauty", "sports", "grocery", "jewelry", "garden", "toys", "books")
+CHANNELS = ("online", "store", "app")
+REGIONS = ("north", "south", "east", "west", "central")
+
+
+@dataclass(frozen=True)
+class Persona:
+    name: str
+    share: float  # share of customers
+    rate: float  # relative purchase rate per customer
+    recency: tuple[float, float]  # days before end_date of the last activity
+    tenure: tuple[float, float]  # days before end_date of the first activity
+    spend_median: float  # median basket value, currency
+    spend_sigma: float  # log-normal sigma
+    items_mean: float  # mean items per basket
+    return_prob: float
+    categories: dict[str, float]
+    channels: dict[str, float]
+    age_mean: float
+    income_median: float
+
+
+PERSONAS: tuple[Persona, ...] = (
+    Persona("champions", 0.08, 40, (0, 15), (300, 730), 80, 0.5, 4.0, 0.03,
+            {"electronics": 3, "fashion": 2, "home": 2, "beauty": 1, "sports": 1, "grocery": 1},
+            {"app": 5, "online": 3, "store": 2}, 38, 72_000),
+    Persona("loyal", 0.15, 25, (0, 30), (365, 730), 35, 0.4, 3.0, 0.02,
+            {"grocery": 5, "home": 2, "beauty": 1.5, "books": 1.5},
+            {"store": 6, "online": 2, "app": 2}, 47, 55_000),
+    Persona("big_spenders", 0.07, 6, (0, 60), (200, 730), 400, 0.6, 2.0, 0.08,
+            {"electronics": 5, "jewelry": 3, "home": 2},
+            {"online": 7, "store": 2, "app": 1}, 44, 120_000),
+    Persona("new", 0.10, 3, (0, 30), (5, 60), 50, 0.5, 2.0, 0.05,
+            {"fashion": 4, "beauty": 3, "sports": 3},
+            {"app": 6, "online": 3, "store": 1}, 27, 40_000),
+    Persona("at_risk", 0.15, 15, (120, 240), (400, 730), 60, 0.5, 3.0, 0.05,
+            {"home": 3, "garden": 3, "toys": 2, "books": 2},
+            {"store": 5, "online": 5}, 52, 60_000),
+    Persona("hibernating", 0.15, 4, (250, 500), (500, 730), 25, 0.6, 1.5, 0.10,
+            {"books": 4, "toys": 3, "grocery": 3},
+            {"online": 6, "store": 4}, 58, 38_000),
+    Persona("one_time", 0.30, 1, (0, 730), (0, 0), 30, 0.7, 1.0, 0.02,
+            {c: 1.0 for c in CATEGORIES},
+            {"online": 4, "store": 4, "app": 2}, 35, 45_000),
+)  # fmt: skip
+
+_UNIT = float(2**53)
+
+
+def _uniform(index: Column, salt: int, seed: int) -> Column:
+    """A uniform [0, 1) value that depends only on (index, salt, seed)."""
+    bits = F.xxhash64(index, F.lit(salt), F.lit(seed)).bitwiseAND(F.lit((1 << 53) - 1))
+    return bits.cast("double") / F.lit(_UNIT)
+
+
+def _normal(index: Column, salt: int, seed: int) -> Column:
+    """A standard normal value by Box-Muller from two hash uniforms."""
+    u1 = F.greatest(_uniform(index, salt, seed), F.lit(1e-12))
+    u2 = _uniform(index, salt + 1, seed)
+    return F.sqrt(-2.0 * F.log(u1)) * F.cos(2.0 * math.pi * u2)
+
+
+def _pick(u: Column, weights: dict[str, float]) -> Column:
+    """Choose a key of ``weights`` with probability proportional to its weight, from uniform ``u``."""
+    total = sum(weights.values())
+    cumulative = 0.0
+    expr = None
+    items = list(weights.items())
+    for name, weight in items[:-1]:
+        cumulative += weight / total
+        expr = F.when(u < cumulative, F.lit(name)) if expr is None else expr.when(u < cumulative, F.lit(name))
+    last = F.lit(items[-1][0])
+    return last if expr is None else expr.otherwise(last)
+
+
+def _by_persona(persona_idx: Column, values: list[Column]) -> Column:
+    expr = F.when(persona_idx == 0, values[0])
+    for i, value in enumerate(values[1:], start=1):
+        expr = expr.when(persona_idx == i, value)
+    return expr
+
+
+def customer_count(cfg: GeneratorConfig) -> int:
+    return cfg.n_customers or max(len(PERSONAS), cfg.n_transactions // 20)
+
+
+def _persona_bounds(n_customers: int) -> list[int]:
+    """Exclusive upper customer index of each persona (contiguous id ranges)."""
+    bounds, acc = [], 0.0
+    for persona in PERSONAS:
+        acc += persona.share
+        bounds.append(min(n_customers, round(acc * n_customers)))
+    bounds[-1] = n_customers
+    return bounds
+
+
+def _persona_of(customer_idx: Column, bounds: list[int]) -> Column:
+    expr = F.when(customer_idx < bounds[0], F.lit(0))
+    for i, bound in enumerate(bounds[1:], start=1):
+        expr = expr.when(customer_idx < bound, F.lit(i))
+    return expr
+
+
+def _customer_id(customer_idx: Column) -> Column:
+    return F.concat(F.lit("C"), F.lpad(customer_idx.cast("string"), 9, "0"))
+
+
+def _span_days(cfg: GeneratorConfig) -> int:
+    return (cfg.end_date - cfg.start_date).days
+
+
+def _customer_window(customer_idx: Column, persona_idx: Column, cfg: GeneratorConfig) -> tuple[Column, Column]:
+    """Days before end_date of a customer's last and first activity."""
+    span = float(_span_days(cfg))
+    u_last = _uniform(customer_idx, 11, cfg.seed)
+    u_first = _uniform(customer_idx, 12, cfg.seed)
+    last_ago = _by_persona(
+        persona_idx,
+        [F.lit(min(p.recency[0], span)) + u_last * min(p.recency[1] - p.recency[0], span) for p in PERSONAS],
+    )
+    first_ago = _by_persona(
+        persona_idx,
+        [
+            last_ago
+            if p.name == "one_time"
+            else F.lit(min(p.tenure[0], span)) + u_first * (min(p.tenure[1], span) - min(p.tenure[0], span))
+            for p in PERSONAS
+        ],
+    )
+    return last_ago, F.least(F.greatest(first_ago, last_ago), F.lit(span))
+
+
+def generate_transactions(spark: SparkSession, cfg: GeneratorConfig) -> DataFrame:
+    """Exactly ``cfg.n_transactions`` transaction rows (see the module docstring for columns)."""
+    n_customers = customer_count(cfg)
+    bounds = _persona_bounds(n_customers)
+    starts = [0] + bounds[:-1]
+    weights = [p.share * p.rate for p in PERSONAS]
+    total_weight = sum(weights)
+    partitions = cfg.partitions or max(spark.sparkContext.defaultParallelism, math.ceil(cfg.n_transactions / 2_000_000))
+    seed = cfg.seed
+
+    rows = spark.range(0, cfg.n_transactions, 1, partitions)
+    row = F.col("id")
+    # An exact duplicate copies every value of the previous row, so it is the same transaction twice
+    # (never a copy of a copy, which would not be an exact duplicate).
+    drawn = _uniform(row, 1, seed) < cfg.duplicate_share
+    is_duplicate = (row > 0) & drawn & ~(_uniform(row - 1, 1, seed) < cfg.duplicate_share)
+    source = F.when(is_duplicate, row - 1).otherwise(row)
+    df = rows.select(source.alias("s"))
+    s = F.col("s")
+
+    # persona by transaction weight, then a customer uniformly within the persona's id range
+    u_persona = _uniform(s, 2, seed)
+    cumulative, persona_expr = 0.0, None
+    for i, weight in enumerate(weights[:-1]):
+        cumulative += weight / total_weight
+        persona_expr = (F.when if persona_expr is None else persona_expr.when)(u_persona < cumulative, F.lit(i))
+    persona_expr = persona_expr.otherwise(F.lit(len(PERSONAS) - 1))
+    df = df.withColumn("persona", persona_expr)
+    p = F.col("persona")
+    size = _by_persona(p, [F.lit(max(1, b - a)) for a, b in zip(starts, bounds, strict=True)])
+    start = _by_persona(p, [F.lit(a) for a in starts])
+    df = df.withColumn("cust", start + F.floor(_uniform(s, 3, seed) * size).cast("long"))
+    cust = F.col("cust")
+
+    last_ago, first_ago = _customer_window(cust, p, cfg)
+    # A smooth monotone time warp packs purchases around late November each year (seasonality).
+    ago = last_ago + (first_ago - last_ago) * _uniform(s, 4, seed)
+    peak_phase = (cfg.end_date - cfg.end_date.replace(month=11, day=25)).days
+    warped = ago - (0.35 * 365 / (2 * math.pi)) * F.sin(2 * math.pi * (ago - peak_phase) / 365.0)
+    ago_days = F.floor(F.least(F.greatest(warped, last_ago), first_ago)).cast("int")
+    day = F.date_sub(F.lit(cfg.end_date), ago_days)
+    seconds_in_day = F.floor(F.lit(8 * 3600) + _uniform(s, 5, seed) * (14 * 3600)).cast("long")
+    timestamp = F.timestamp_seconds(F.unix_date(day).cast("long") * 86400 + seconds_in_day)
+
+    spend = F.exp(
+        _by_persona(p, [F.lit(math.log(x.spend_median)) for x in PERSONAS])
+        + _by_persona(p, [F.lit(x.spend_sigma) for x in PERSONAS]) * _normal(s, 6, seed)
+    )
+    is_return = _uniform(s, 8, seed) < _by_persona(p, [F.lit(x.return_prob) for x in PERSONAS])
+    items = 1 + F.floor(
+        -F.log(F.greatest(_uniform(s, 9, seed), F.lit(1e-12)))
+        * _by_persona(p, [F.lit(x.items_mean - 1.0) for x in PERSONAS])
+    ).cast("int")
+    sign = F.when(is_return, F.lit(-1)).otherwise(F.lit(1))
+    category = _by_persona(p, [_pick(_uniform(s, 10, seed), x.categories) for x in PERSONAS])
+    channel = _by_persona(p, [_pick(_uniform(s, 13, seed), x.channels) for x in PERSONAS])
+
+    return df.select(
+        F.concat(F.lit("T"), F.lpad(s.cast("string"), 12, "0")).alias("transaction_id"),
+        _customer_id(cust).alias("customer_id"),
+        timestamp.alias("timestamp"),
+        F.round(sign * spend, 2).alias("amount"),
+        (sign * items).cast("int").alias("quantity"),
+        category.alias("category"),
+        channel.alias("channel"),
+    )
+
+
+def generate_customers(spark: SparkSession, cfg: GeneratorConfig) -> DataFrame:
+    """One row of demographics per customer, correlated with (but not revealing) the persona."""
+    n_customers = customer_count(cfg)
+    bounds = _persona_bounds(n_customers)
+    idx = F.col("id")
+    p = _persona_of(idx, bounds)
+    _, first_ago = _customer_window(idx, p, cfg)
+    age = _by_persona(p, [F.lit(x.age_mean) for x in PERSONAS]) + 12.0 * _normal(idx, 21, cfg.seed)
+    income = _by_persona(p, [F.lit(math.log(x.income_median)) for x in PERSONAS]) + 0.4 * _normal(idx, 23, cfg.seed)
+    region = _pick(_uniform(idx, 25, cfg.seed), {r: 1.0 for r in REGIONS})
+    return spark.range(0, n_customers, 1, max(1, spark.sparkContext.defaultParallelism)).select(
+        _customer_id(idx).alias("customer_id"),
+        F.least(F.greatest(F.round(age), F.lit(18)), F.lit(90)).cast("int").alias("age"),
+        F.round(F.exp(income), -2).alias("income"),
+        region.alias("region"),
+        F.date_sub(F.lit(cfg.end_date), F.floor(first_ago).cast("int") + 7).alias("signup_date"),
+    )
+
+
+def generate_ground_truth(spark: SparkSession, cfg: GeneratorConfig) -> DataFrame:
+    """The planted persona of every customer: for measuring recovery, never as a feature."""
+    bounds = _persona_bounds(customer_count(cfg))
+    idx = F.col("id")
+    persona_idx = _persona_of(idx, bounds)
+    name = _by_persona(persona_idx, [F.lit(x.name) for x in PERSONAS])
+    return spark.range(0, customer_count(cfg), 1, max(1, spark.sparkContext.defaultParallelism)).select(
+        _customer_id(idx).alias("customer_id"), name.alias("segment"), persona_idx.cast("int").alias("segment_id")
+    )
+
+
+def generate(spark: SparkSession, cfg: GeneratorConfig) -> dict[str, DataFrame]:
+    """The three generated tables by name: ``transactions``, ``customers``, ``ground_truth``."""
+    return {
+        "transactions": generate_transactions(spark, cfg),
+        "customers": generate_customers(spark, cfg),
+        "ground_truth": generate_ground_truth(spark, cfg),
+    }

@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import pytest
+from pyspark.sql import functions as F
+from pyspark.sql.window import Window
+from pyspark.testing import assertDataFrameEqual
+
+from segmentation.config import GeneratorConfig
+from segmentation.generator import PERSONAS, customer_count, generate, generate_transactions
+
+CFG = GeneratorConfig(n_transactions=40_000, n_customers=2_000, seed=7, duplicate_share=0.002)
+
+
+@pytest.fixture(scope="module")
+def tables(spark):
+    out = generate(spark, CFG)
+    tx = out["transactions"].cache()
+    yield {**out, "transactions": tx}
+    tx.unpersist()
+
+
+@pytest.fixture(scope="module")
+def per_customer(tables):
+    tx, gt = tables["transactions"], tables["ground_truth"]
+    end = F.lit(CFG.end_date)
+    return (
+        tx.join(gt, "customer_id", how="inner")
+        .groupBy("customer_id", "segment")
+        .agg(
+            F.datediff(end, F.to_date(F.max("timestamp"))).alias("recency"),
+            F.datediff(end, F.to_date(F.min("timestamp"))).alias("tenure"),
+            F.countDistinct(F.to_date("timestamp")).alias("days"),
+            F.count("*").alias("n"),
+            F.expr("percentile_approx(abs(amount), 0.5)").alias("median_amount"),
+        )
+        .toPandas()
+        .groupby("segment")
+        .median(numeric_only=True)
+    )
+
+
+def test_row_counts_are_exact(tables):
+    assert tables["transactions"].count() == CFG.n_transactions
+    assert tables["customers"].count() == CFG.n_customers
+    assert tables["ground_truth"].count() == CFG.n_customers
+    assert customer_count(GeneratorConfig(n_transactions=1_000_000)) == 50_000
+
+
+def test_schema(tables):
+    assert [f.name for f in tables["transactions"].schema] == [
+        "transaction_id", "customer_id", "timestamp", "amount", "quantity", "category", "channel",
+    ]  # fmt: skip
+    assert dict(tables["transactions"].dtypes)["timestamp"] == "timestamp"
+    assert [f.name for f in tables["ground_truth"].schema] == ["customer_id", "segment", "segment_id"]
+
+
+def test_same_seed_same_rows_whatever_the_partitioning(spark, tables):
+    again = generate_transactions(spark, CFG.model_copy(update={"partitions": 3}))
+    assertDataFrameEqual(again, tables["transactions"])
+
+
+def test_other_seed_other_rows(spark, tables):
+    other = generate_transactions(spark, CFG.model_copy(update={"seed": 8}))
+    assert other.exceptAll(tables["transactions"]).count() > CFG.n_transactions * 0.99
+
+
+def test_every_persona_is_planted_in_its_share(tables):
+    shares = {
+        r.segment: r["count"] / CFG.n_customers for r in tables["ground_truth"].groupBy("segment").count().collect()
+    }
+    assert set(shares) == {p.name for p in PERSONAS}
+    assert len(PERSONAS) >= 6
+    for persona in PERSONAS:
+        assert shares[persona.name] == pytest.approx(persona.share, abs=0.01)
+
+
+def test_personas_differ_in_recency_frequency_and_spend(per_customer):
+    seg = per_customer
+    # recency: at risk and hibernating are silent for months, the others are recent
+    assert seg.loc["at_risk", "recency"] >= 120
+    assert seg.loc["hibernating", "recency"] >= 250
+    for active in ("champions", "loyal", "new"):
+        assert seg.loc[active, "recency"] < 60
+    # frequency: champions buy most, one-time buyers buy on a single day
+    assert seg.loc["champions", "n"] > seg.loc["loyal", "n"] > seg.loc["hibernating", "n"]
+    assert seg.loc["one_time", "days"] == 1
+    # spend and tenure
+    assert seg.loc["big_spenders", "median_amount"] > 3 * seg.loc["champions", "median_amount"]
+    assert seg.loc["champions", "median_amount"] > seg.loc["loyal", "median_amount"]
+    assert seg.loc["new", "tenure"] <= 60
+
+
+def test_category_mix_differs_by_persona(tables):
+    joined = tables["transactions"].join(tables["ground_truth"], "customer_id", how="inner")
+    top = {
+        r.segment: r.category
+        for r in joined.groupBy("segment", "category")
+        .count()
+        .withColumn("rank", F.row_number().over(Window.partitionBy("segment").orderBy(F.desc("count"))))
+        .where("rank = 1")
+        .collect()
+    }
+    assert top["loyal"] == "grocery"
+    assert top["big_spenders"] == "electronics"
+    assert top["hibernating"] == "books"
+
+
+def test_realistic_mess_is_present(tables):
+    tx = tables["transactions"]
+    dupes = tx.groupBy("transaction_id").count().where("count > 1").count()
+    assert dupes > 0
+    # duplicates are exact copies of the whole row
+    assert tx.distinct().count() == tx.select("transaction_id").distinct().count()
+    returns = tx.where("amount < 0").count() / CFG.n_transactions
+    assert 0.01 < returns < 0.15
+    assert tx.where("amount < 0 AND quantity >= 0").count() == 0
+    # seasonality: the late-November peak month beats mid-year
+    months = {r.m: r["count"] for r in tx.groupBy(F.month("timestamp").alias("m")).count().collect()}
+    assert months[11] > 1.5 * months[6]
+    # log-normal spend: long right tail
+    mean, median = tx.where("amount > 0").select(F.mean("amount"), F.median("amount")).first()
+    assert mean > 1.3 * median
+    # timestamps stay inside the configured period
+    lo, hi = tx.select(F.min("timestamp"), F.max("timestamp")).first()
+    assert lo.date() >= CFG.start_date and hi.date() <= CFG.end_date
+
+
+def test_demographics_are_plausible(tables):
+    row = tables["customers"].select(F.min("age"), F.max("age"), F.min("income"), F.count_distinct("region")).first()
+    assert row[0] >= 18 and row[1] <= 90 and row[2] > 0 and row[3] == 5

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from segmentation.config import SparkConfig
+from segmentation.spark import DELTA_EXTENSION, JavaMissingError, check_java, delta_maven_coordinate, get_spark
+
+
+def test_session_has_delta_utc_and_sized_shuffle(spark):
+    assert DELTA_EXTENSION in spark.conf.get("spark.sql.extensions")
+    assert spark.conf.get("spark.sql.session.timeZone") == "UTC"
+    assert spark.conf.get("spark.sql.shuffle.partitions") == "2"
+
+
+def test_active_session_is_reused_untouched(spark):
+    # Databricks and notebooks hand us a session: get_spark must return it, not build another.
+    again = get_spark(SparkConfig(master="local[1]", app_name="other"))
+    assert again is spark
+
+
+def test_delta_write_read_round_trip(spark, tmp_path):
+    path = str(tmp_path / "roundtrip")
+    df = spark.createDataFrame([(1, "a"), (2, None)], "id INT, label STRING")
+    df.write.format("delta").save(path)
+    df.write.format("delta").mode("overwrite").save(path)
+    back = spark.read.format("delta").load(path)
+    assert sorted(back.collect()) == sorted(df.collect())
+    history = spark.sql(f"DESCRIBE HISTORY delta.`{path}`").select("version").collect()
+    assert sorted(r.version for r in history) == [0, 1]
+
+
+def test_delta_coordinate_matches_installed_versions():
+    import pyspark
+
+    coordinate = delta_maven_coordinate()
+    assert coordinate.startswith(f"io.delta:delta-spark_{'.'.join(pyspark.__version__.split('.')[:2])}_2.13:")
+
+
+def test_check_java_accepts_this_machine():
+    assert check_java() >= 17
+
+
+def test_check_java_rejects_old_or_missing_java(tmp_path, monkeypatch):
+    fake_home = tmp_path / "jdk8"
+    (fake_home / "bin").mkdir(parents=True)
+    java = fake_home / "bin" / "java"
+    java.write_text("#!/bin/sh\necho 'openjdk version \"1.8.0_392\"' >&2\n")
+    java.chmod(0o755)
+    monkeypatch.setenv("JAVA_HOME", str(fake_home))
+    with pytest.raises(JavaMissingError, match="needs Java 17.*Java 8"):
+        check_java()
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "nowhere"))
+    with pytest.raises(JavaMissingError, match="no 'java' was found"):
+        check_java()
+
+
+def test_make_refuses_to_install_without_java(tmp_path):
+    # The setup step fails fast with a clear message when java is missing.
+    env = {k: v for k, v in os.environ.items() if k != "JAVA_HOME"}
+    env["PATH"] = "/nonexistent"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    make = subprocess.run(["/usr/bin/make", "-C", root, "check-java"], env=env, capture_output=True, text=True)
+    assert make.returncode != 0
+    assert "Java 17+" in make.stderr
