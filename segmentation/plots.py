@@ -1,0 +1,70 @@
+"""Charts of the k sweep and of the chosen segmentation (matplotlib, Agg backend, no display needed)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from pyspark.ml.feature import PCA  # noqa: E402
+from pyspark.ml.functions import vector_to_array  # noqa: E402
+from pyspark.sql import DataFrame  # noqa: E402
+from pyspark.sql import functions as F  # noqa: E402
+
+__all__ = ["sweep_figures", "pca_scatter"]
+
+_CURVES = (
+    ("elbow", "wssse", "within-cluster sum of squares (lower is tighter)"),
+    ("silhouette", "silhouette", "silhouette (higher is better)"),
+    ("bic", "bic", "BIC (lower is better)"),
+)
+
+
+def sweep_figures(sweep: pd.DataFrame) -> dict[str, Figure]:
+    """One figure per curve (elbow, silhouette, BIC) with a line per algorithm; k on the x axis."""
+    figures = {}
+    for name, column, label in _CURVES:
+        data = sweep[["algorithm", "k", column]].dropna()
+        if data.empty:
+            continue
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        for algorithm, rows in data.groupby("algorithm", sort=True):
+            rows = rows.sort_values("k")
+            ax.plot(rows["k"], rows[column], marker="o", label=algorithm)
+        ax.set_xlabel("k (number of segments)")
+        ax.set_ylabel(label)
+        ax.set_title(f"{name.capitalize()} by k")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        figures[name] = fig
+        plt.close(fig)
+    return figures
+
+
+def pca_scatter(df: DataFrame, features_col: str, segment_col: str, seed: int, max_points: int = 5000) -> Figure:
+    """2-D PCA projection of a sample of customers, coloured by segment.
+
+    The PCA is fitted in Spark on the sample; only ``max_points`` rows reach the driver.
+    """
+    total = df.count()
+    sample = df.sample(False, min(1.0, max_points / max(total, 1)), seed) if total > max_points else df
+    sample = sample.select(features_col, segment_col)
+    projected = PCA(k=2, inputCol=features_col, outputCol="_pc").fit(sample).transform(sample)
+    points = projected.select(vector_to_array("_pc").alias("pc"), F.col(segment_col).alias("segment")).toPandas()
+    xy = np.array(points["pc"].tolist()) if len(points) else np.zeros((0, 2))
+    fig, ax = plt.subplots(figsize=(7, 6))
+    for segment in sorted(points["segment"].unique()):
+        mask = (points["segment"] == segment).to_numpy()
+        ax.scatter(xy[mask, 0], xy[mask, 1], s=6, alpha=0.6, label=f"segment {segment}")
+    ax.set_xlabel("principal component 1")
+    ax.set_ylabel("principal component 2")
+    ax.set_title(f"Segments on the first two principal components ({len(points)} customers)")
+    ax.legend(markerscale=3, fontsize=8, loc="best")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig

@@ -1,0 +1,138 @@
+"""The documented rule that picks k per algorithm and a champion across algorithms.
+
+Inputs are the per-(algorithm, k) metric records of the sweep; the rule is pure
+Python over those few dozen numbers, so it is easy to read, test and log.
+
+Rule
+----
+1. A candidate is *admissible* when its smallest cluster holds at least
+   ``min_cluster_share`` of the customers and its stability (adjusted Rand index
+   between fits with different seeds) is at least ``min_stability``. When no k
+   of an algorithm is admissible, all its candidates are considered and the
+   rationale says so.
+2. KMeans and BisectingKMeans: the highest silhouette wins; candidates within
+   ``silhouette_tolerance`` of the best are tied, and the tie goes to the k
+   nearest the elbow of the WSSSE curve (the point farthest from the chord
+   between its first and last points), then to the smaller k.
+3. GaussianMixture: the lowest BIC wins; ties (within 0.1% of the BIC) go to the
+   smaller k.
+4. Champion: the algorithm whose chosen model has the highest silhouette
+   (computed on hard assignments for every algorithm); ties within
+   ``silhouette_tolerance`` go to the earlier algorithm in
+   ``training.algorithms``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Choice", "choose", "elbow_k"]
+
+BIC_RELATIVE_TIE = 1e-3
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What the rule picked and why."""
+
+    chosen_k: dict[str, int]
+    champion: str
+    rationale: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def champion_k(self) -> int:
+        return self.chosen_k[self.champion]
+
+
+def elbow_k(ks: Sequence[int], wssse: Sequence[float]) -> int:
+    """k at the elbow: the point of the WSSSE curve farthest from the chord joining its ends."""
+    if len(ks) <= 2:
+        return ks[0]
+    x0, y0, x1, y1 = ks[0], wssse[0], ks[-1], wssse[-1]
+    # Normalise both axes so the elbow does not depend on the units of WSSSE.
+    span_x, span_y = (x1 - x0) or 1.0, (y0 - y1) or 1.0
+    best_k, best_d = ks[0], -1.0
+    for k, w in zip(ks, wssse, strict=True):
+        nx, ny = (k - x0) / span_x, (y0 - w) / span_y
+        distance = abs(ny - nx) / math.sqrt(2.0)
+        if distance > best_d + 1e-12:
+            best_k, best_d = k, distance
+    return best_k
+
+
+def _admissible(records: list[Mapping[str, Any]], min_share: float, min_stability: float) -> list[Mapping[str, Any]]:
+    return [
+        r
+        for r in records
+        if r["min_cluster_share"] >= min_share and not (r["stability_ari"] < min_stability)  # NaN counts as stable
+    ]
+
+
+def _finite(value: float) -> bool:
+    return value is not None and not math.isnan(value)
+
+
+def choose(
+    records: Sequence[Mapping[str, Any]],
+    algorithms: Sequence[str],
+    min_cluster_share: float,
+    min_stability: float,
+    silhouette_tolerance: float,
+) -> Choice:
+    """Apply the rule to the sweep's records (keys: algorithm, k, silhouette, wssse, bic,
+    min_cluster_share, stability_ari)."""
+    chosen: dict[str, int] = {}
+    per_algorithm: dict[str, Any] = {}
+    for algorithm in algorithms:
+        rows = sorted((r for r in records if r["algorithm"] == algorithm), key=lambda r: r["k"])
+        if not rows:
+            continue
+        admissible = _admissible(rows, min_cluster_share, min_stability)
+        note = "admissible candidates only"
+        if not admissible:
+            admissible = rows
+            note = "no k met the minimum cluster share and stability; chose among all candidates"
+        elbow = elbow_k([r["k"] for r in rows], [r["wssse"] for r in rows])
+        if algorithm == "gaussian_mixture" and all(_finite(r["bic"]) for r in admissible):
+            best_bic = min(r["bic"] for r in admissible)
+            tied = [r for r in admissible if r["bic"] <= best_bic + abs(best_bic) * BIC_RELATIVE_TIE]
+            pick = min(tied, key=lambda r: r["k"])
+            criterion = "lowest BIC (ties within 0.1% to the smaller k)"
+        else:
+            best_sil = max(r["silhouette"] for r in admissible)
+            tied = [r for r in admissible if r["silhouette"] >= best_sil - silhouette_tolerance]
+            pick = min(tied, key=lambda r: (abs(r["k"] - elbow), r["k"]))
+            criterion = f"highest silhouette (ties within {silhouette_tolerance} to the k nearest the elbow)"
+        chosen[algorithm] = int(pick["k"])
+        per_algorithm[algorithm] = {
+            "chosen_k": int(pick["k"]),
+            "criterion": criterion,
+            "note": note,
+            "elbow_k": int(elbow),
+            "admissible_k": [int(r["k"]) for r in admissible],
+            "tied_k": [int(r["k"]) for r in tied],
+        }
+    if not chosen:
+        raise ValueError("the sweep produced no candidates to choose from")
+
+    finalists = [(a, next(r for r in records if r["algorithm"] == a and r["k"] == k)) for a, k in chosen.items()]
+    best = max(r["silhouette"] for _, r in finalists)
+    champion = next(a for a, r in finalists if r["silhouette"] >= best - silhouette_tolerance)
+    rationale = {
+        "rule": __doc__.split("Rule\n----\n", 1)[1].strip(),
+        "inputs": {
+            "min_cluster_share": min_cluster_share,
+            "min_stability": min_stability,
+            "silhouette_tolerance": silhouette_tolerance,
+        },
+        "per_algorithm": per_algorithm,
+        "champion": {
+            "algorithm": champion,
+            "k": chosen[champion],
+            "finalist_silhouettes": {a: r["silhouette"] for a, r in finalists},
+        },
+    }
+    return Choice(chosen_k=chosen, champion=champion, rationale=rationale)
