@@ -15,6 +15,7 @@ from pathlib import Path
 from delta.tables import DeltaTable
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from segmentation.config import OutputConfig, TableConfig
 from segmentation.errors import ContractError, InputNotFoundError
@@ -112,3 +113,139 @@ def write_table(
 
 def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+# --------------------------------------------------------------------------- segment assignments (Delta MERGE)
+
+CURRENT_COLUMNS = (
+    "customer_id", "segment", "segment_name", "probability", "model_version",
+    "as_of", "segment_since", "active", "missing_since",
+)  # fmt: skip
+HISTORY_COLUMNS = ("customer_id", "segment", "segment_name", "model_version", "valid_from", "valid_to", "is_current")
+
+
+def _delta_table(spark: SparkSession, target: OutputConfig) -> DeltaTable:
+    return DeltaTable.forName(spark, target.table) if target.table else DeltaTable.forPath(spark, target.path)
+
+
+def merge_current_assignments(spark: SparkSession, scored: DataFrame, target: OutputConfig, as_of: str) -> None:
+    """Upsert one row per customer into the current-assignments Delta table.
+
+    ``scored`` has customer_id, segment, segment_name, probability, model_version.
+    A changed segment or model version moves ``segment_since`` to ``as_of``; an
+    unchanged one only refreshes ``as_of``; a customer missing from ``scored`` is
+    kept, flagged ``active = false`` with ``missing_since``. Rerunning the same
+    snapshot changes no row. One MERGE, so one atomic commit.
+    """
+    if target.format != "delta":
+        raise ValueError(f"assignments table {target.location} must be Delta (MERGE needs it)")
+    staged = scored.select(
+        "customer_id", "segment", "segment_name", "probability", "model_version",
+        F.lit(as_of).cast("date").alias("as_of"),
+    )  # fmt: skip
+    if not table_exists(spark, target):
+        initial = staged.select(
+            *staged.columns,
+            F.col("as_of").alias("segment_since"),
+            F.lit(True).alias("active"),
+            F.lit(None).cast("date").alias("missing_since"),
+        )
+        write_table(initial.select(*CURRENT_COLUMNS), target)
+        return
+    changed = "t.segment <> s.segment OR t.model_version <> s.model_version OR NOT t.active"
+    (
+        _delta_table(spark, target)
+        .alias("t")
+        .merge(staged.alias("s"), "t.customer_id = s.customer_id")
+        .whenMatchedUpdate(
+            condition=changed,
+            set={
+                "segment": "s.segment",
+                "segment_name": "s.segment_name",
+                "probability": "s.probability",
+                "model_version": "s.model_version",
+                "as_of": "s.as_of",
+                "segment_since": "s.as_of",
+                "active": "true",
+                "missing_since": "CAST(NULL AS DATE)",
+            },
+        )
+        .whenMatchedUpdate(
+            condition=(
+                "t.as_of <> s.as_of OR NOT (t.probability <=> s.probability)"
+                " OR NOT (t.segment_name <=> s.segment_name)"
+            ),
+            set={"as_of": "s.as_of", "probability": "s.probability", "segment_name": "s.segment_name"},
+        )
+        .whenNotMatchedInsert(
+            values={
+                "customer_id": "s.customer_id",
+                "segment": "s.segment",
+                "segment_name": "s.segment_name",
+                "probability": "s.probability",
+                "model_version": "s.model_version",
+                "as_of": "s.as_of",
+                "segment_since": "s.as_of",
+                "active": "true",
+                "missing_since": "CAST(NULL AS DATE)",
+            }
+        )
+        .whenNotMatchedBySourceUpdate(condition="t.active", set={"active": "false", "missing_since": f"DATE'{as_of}'"})
+        .execute()
+    )
+    log.info("merged %s assignments into %s", as_of, target.location)
+
+
+def merge_assignment_history(spark: SparkSession, scored: DataFrame, target: OutputConfig, as_of: str) -> None:
+    """Record every change of segment (slowly changing dimension, type 2).
+
+    For each customer whose segment or model version differs from their current
+    history row (or who has none), the current row is closed (``valid_to = as_of``,
+    ``is_current = false``) and a new current row opens at ``as_of``. The changes are
+    computed against the history table itself, so a rerun, or a rerun after a crash
+    between this MERGE and the current-table MERGE, writes exactly what is missing.
+    """
+    rows = scored.select(
+        "customer_id", "segment", "segment_name", "model_version", F.lit(as_of).cast("date").alias("valid_from")
+    )
+    if not table_exists(spark, target):
+        initial = rows.select(
+            *rows.columns, F.lit(None).cast("date").alias("valid_to"), F.lit(True).alias("is_current")
+        )
+        write_table(initial.select(*HISTORY_COLUMNS), target)
+        return
+    table = _delta_table(spark, target)
+    current = (
+        table.toDF()
+        .where("is_current")
+        .select("customer_id", F.col("segment").alias("h_segment"), F.col("model_version").alias("h_model_version"))
+    )
+    changes = rows.join(current, "customer_id", how="left").where(
+        F.col("h_segment").isNull()
+        | (F.col("h_segment") != F.col("segment"))
+        | (F.col("h_model_version") != F.col("model_version"))
+    )
+    to_close = changes.where(F.col("h_segment").isNotNull()).select(
+        F.col("customer_id").alias("merge_key"), *rows.columns
+    )
+    to_open = changes.select(F.lit(None).cast("string").alias("merge_key"), *rows.columns)
+    staged = to_close.unionByName(to_open)
+    (
+        table.alias("t")
+        .merge(staged.alias("s"), "t.customer_id = s.merge_key AND t.is_current")
+        .whenMatchedUpdate(set={"is_current": "false", "valid_to": "s.valid_from"})
+        .whenNotMatchedInsert(
+            condition="s.merge_key IS NULL",
+            values={
+                "customer_id": "s.customer_id",
+                "segment": "s.segment",
+                "segment_name": "s.segment_name",
+                "model_version": "s.model_version",
+                "valid_from": "s.valid_from",
+                "valid_to": "CAST(NULL AS DATE)",
+                "is_current": "true",
+            },
+        )
+        .execute()
+    )
+    log.info("recorded segment changes of %s in %s", as_of, target.location)

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from pyspark.sql import Row
+from pyspark.testing import assertDataFrameEqual
+
+from segmentation.config import OutputConfig, TableConfig
+from segmentation.errors import ContractError, InputNotFoundError
+from segmentation.io import (
+    delta_version,
+    merge_assignment_history,
+    merge_current_assignments,
+    read_table,
+    write_table,
+)
+
+SCORED = "customer_id STRING, segment INT, segment_name STRING, probability DOUBLE, model_version STRING"
+D1, D2, D3 = "2024-01-31", "2024-02-29", "2024-03-31"
+
+
+def scored(spark, rows):
+    return spark.createDataFrame(rows, SCORED)
+
+
+def test_read_table_prunes_columns_and_names_missing_ones(spark, tmp_path):
+    path = str(tmp_path / "t")
+    spark.createDataFrame([(1, "a", 2.0)], "a INT, b STRING, c DOUBLE").write.parquet(path)
+    df = read_table(spark, TableConfig(path=path, format="parquet"), columns=["c", "a"])
+    assert df.columns == ["c", "a"]
+    with pytest.raises(ContractError, match=r"no column\(s\) \['zz'\]"):
+        read_table(spark, TableConfig(path=path, format="parquet"), columns=["a", "zz"])
+
+
+def test_missing_input_names_the_path(spark, tmp_path):
+    with pytest.raises(InputNotFoundError, match="nothing-here"):
+        read_table(spark, TableConfig(path=str(tmp_path / "nothing-here"), format="delta"))
+
+
+def test_replace_where_rewrites_one_snapshot_and_keeps_the_others(spark, tmp_path):
+    target = OutputConfig(path=str(tmp_path / "snap"), format="delta")
+    schema = "customer_id STRING, value INT, as_of DATE"
+    jan, feb = dt.date(2024, 1, 31), dt.date(2024, 2, 29)
+    write_table(spark.createDataFrame([("a", 1, jan), ("a", 2, feb)], schema), target, ["as_of"])
+    write_table(spark.createDataFrame([("a", 9, feb)], schema), target, ["as_of"], replace_where={"as_of": str(feb)})
+    back = spark.read.format("delta").load(target.path)
+    assertDataFrameEqual(back, spark.createDataFrame([("a", 1, jan), ("a", 9, feb)], schema))
+    assert delta_version(spark, target) == 1
+
+
+def test_current_assignments_merge(spark, tmp_path):
+    target = OutputConfig(path=str(tmp_path / "current"), format="delta")
+    merge_current_assignments(
+        spark, scored(spark, [("a", 1, "Loyal", None, "1"), ("b", 2, "New", None, "1")]), target, D1
+    )
+    # b changes segment, c is new, a is unchanged
+    second = scored(spark, [("a", 1, "Loyal", None, "1"), ("b", 3, "At risk", None, "1"), ("c", 2, "New", None, "1")])
+    merge_current_assignments(spark, second, target, D2)
+    # a disappears from the input: kept and flagged, never deleted
+    third = scored(spark, [("b", 3, "At risk", None, "1"), ("c", 2, "New", None, "1")])
+    merge_current_assignments(spark, third, target, D3)
+    before = spark.read.format("delta").load(target.path).collect()
+    merge_current_assignments(spark, third, target, D3)  # rerun: nothing changes
+    after = spark.read.format("delta").load(target.path)
+    assert sorted(before) == sorted(after.collect())
+    d = dt.date.fromisoformat
+    expected = [
+        Row(customer_id="a", segment=1, segment_name="Loyal", probability=None, model_version="1",
+            as_of=d(D2), segment_since=d(D1), active=False, missing_since=d(D3)),
+        Row(customer_id="b", segment=3, segment_name="At risk", probability=None, model_version="1",
+            as_of=d(D3), segment_since=d(D2), active=True, missing_since=None),
+        Row(customer_id="c", segment=2, segment_name="New", probability=None, model_version="1",
+            as_of=d(D3), segment_since=d(D2), active=True, missing_since=None),
+    ]  # fmt: skip
+    assertDataFrameEqual(after, expected)
+    # a customer coming back is reactivated from that snapshot
+    merge_current_assignments(spark, scored(spark, [("a", 1, "Loyal", None, "1")]), target, "2024-04-30")
+    a = spark.read.format("delta").load(target.path).where("customer_id = 'a'").first()
+    assert a.active and a.missing_since is None and str(a.segment_since) == "2024-04-30"
+
+
+def test_history_records_each_change_once(spark, tmp_path):
+    target = OutputConfig(path=str(tmp_path / "history"), format="delta")
+    merge_assignment_history(
+        spark, scored(spark, [("a", 1, "Loyal", None, "1"), ("b", 2, "New", None, "1")]), target, D1
+    )
+    second = scored(spark, [("a", 1, "Loyal", None, "1"), ("b", 3, "At risk", None, "1"), ("c", 2, "New", None, "1")])
+    merge_assignment_history(spark, second, target, D2)
+    merge_assignment_history(spark, second, target, D2)  # rerun: no duplicate rows
+    # a new model version with the same segment is a change too
+    merge_assignment_history(spark, scored(spark, [("a", 1, "Loyal", None, "2")]), target, D3)
+    d = dt.date.fromisoformat
+    history = Row("customer_id", "segment", "segment_name", "model_version", "valid_from", "valid_to", "is_current")
+    expected = [
+        history("a", 1, "Loyal", "1", d(D1), d(D3), False),
+        history("a", 1, "Loyal", "2", d(D3), None, True),
+        history("b", 2, "New", "1", d(D1), d(D2), False),
+        history("b", 3, "At risk", "1", d(D2), None, True),
+        history("c", 2, "New", "1", d(D2), None, True),
+    ]
+    assertDataFrameEqual(spark.read.format("delta").load(target.path), expected)
