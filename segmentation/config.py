@@ -137,14 +137,10 @@ class InputConfig(_Section):
     customers: CustomersInput = Field(default_factory=lambda: CustomersInput(path="data/customers"))
 
 
-class OutputConfig(_Section):
-    path: str | None = None
-    format: OutputFormat = "delta"
-    table: str | None = None
+class OutputConfig(TableConfig):
+    """Where an output table goes: Delta (default) or Parquet at a path, or a catalog table."""
 
-    @property
-    def location(self) -> str:
-        return self.table or self.path or "<unset>"
+    format: OutputFormat = "delta"
 
 
 class GeneratorConfig(_Section):
@@ -182,6 +178,8 @@ class FeaturesConfig(_Section):
     max_quarantine_share: float = Field(0.05, ge=0.0, le=1.0)
     output: OutputConfig = Field(default_factory=lambda: OutputConfig(path="data/features"))
     quarantine: OutputConfig = Field(default_factory=lambda: OutputConfig(path="data/features_quarantine"))
+    # One row of data-quality counts per snapshot; the training job logs it to MLflow.
+    quality: OutputConfig = Field(default_factory=lambda: OutputConfig(path="data/features_quality"))
 
 
 class MlflowConfig(_Section):

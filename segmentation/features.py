@@ -1,0 +1,264 @@
+"""Customer features: one row per customer from the kept transactions of a snapshot.
+
+Pure DataFrame transforms (no IO). The aggregation runs in two stages: first to
+(customer, day), then to customer. The first stage is also what makes a skewed
+customer cheap: a customer with a million transactions contributes at most one
+row per active day to the second stage, and both stages combine map-side.
+
+Output schema (all values finite for every customer; days and currency units)
+-------------------------------------------------------------------------------
+==========================  ======  ==============================================================
+column                      type    definition
+==========================  ======  ==============================================================
+customer_id                 string  the customer
+as_of                       date    end of the observation window, inclusive
+recency_days                double  days from the last transaction date to ``as_of``
+tenure_days                 double  days from the first transaction date to ``as_of``
+n_transactions              long    kept transactions (purchases and returns)
+n_purchases                 long    transactions with amount > 0
+n_returns                   long    transactions with amount < 0
+n_purchase_days             long    distinct transaction dates
+net_spend                   double  sum of amounts, returns netted (the M of RFM)
+gross_spend                 double  sum of positive amounts
+avg_basket_value            double  gross_spend / n_purchases (0 without purchases)
+avg_items_per_basket        double  purchased quantity / n_purchases (1 per basket without a
+                                    quantity column; 0 without purchases)
+mean_gap_days               double  mean days between consecutive transaction dates (0 if < 2)
+std_gap_days                double  population std of those gaps (0 if < 2 dates)
+frequency                   double  lifetimes: transaction dates - 1 (repeat purchase days)
+recency                     double  lifetimes: days between first and last transaction date
+T                           double  lifetimes: days from first transaction date to ``as_of``
+monetary_value              double  lifetimes: mean daily net amount over repeat days (first
+                                    day excluded), 0 when frequency is 0
+return_rate                 double  n_returns / n_transactions
+return_value_share          double  returned / (gross_spend + returned), 0 when both are 0
+n_categories                long    distinct categories bought or returned (0 without a column)
+cat_<name>, cat_other       double  share of gross_spend per top category (sum to 1 with
+                                    purchases, else 0); only with a category column
+chan_<name>, chan_other     double  share of transactions per channel; only with a channel column
+spend_recent                double  net spend in the last ``trend_window_days`` up to ``as_of``
+spend_previous              double  net spend in the window before that
+trend                       double  (recent - previous) / (|recent| + |previous|), in [-1, 1]
+churn_ratio                 double  recency_days / typical gap (own mean gap with 2+ dates, else
+                                    the median over repeat customers; at least 1 day)
+churned                     int     1 when churn_ratio > ``churn_gap_multiple``
+==========================  ======  ==============================================================
+
+The lifetimes columns have exactly the semantics of
+``lifetimes.utils.summary_data_from_transaction_data(..., freq="D",
+observation_period_end=as_of)`` on the kept transactions: amounts of a day are
+summed (returns included) and same-day transactions are one purchase day.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Sequence
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+__all__ = [
+    "customer_features",
+    "demographic_features",
+    "slug",
+    "top_values",
+]
+
+
+def slug(value: str) -> str:
+    """A column-name-safe form of a category or channel name."""
+    return re.sub(r"[^a-z0-9]+", "_", str(value).lower()).strip("_") or "blank"
+
+
+def _unique_slugs(values: Sequence[str], prefix: str) -> list[str]:
+    names, seen = [], set()
+    for value in values:
+        name, n = f"{prefix}_{slug(value)}", 2
+        while name in seen or name == f"{prefix}_other":
+            name, n = f"{prefix}_{slug(value)}_{n}", n + 1
+        seen.add(name)
+        names.append(name)
+    return names
+
+
+def top_values(kept: DataFrame, column: str, n: int, weight: Column | None = None) -> list[str]:
+    """The ``n`` most important non-null values of ``column`` (by ``weight`` sum, else by count)."""
+    measure = F.sum(weight) if weight is not None else F.count(F.lit(1))
+    rows = (
+        kept.where(F.col(column).isNotNull())
+        .groupBy(column)
+        .agg(measure.alias("w"))
+        .orderBy(F.desc("w"), F.asc(column))
+        .limit(n)
+        .collect()
+    )
+    return [r[column] for r in rows]
+
+
+def _safe_div(num: Column, den: Column) -> Column:
+    return F.when(den != 0, num / den).otherwise(F.lit(0.0))
+
+
+def customer_features(
+    kept: DataFrame,
+    as_of: dt.date,
+    categories: Sequence[str] = (),
+    channels: Sequence[str] = (),
+    trend_window_days: int = 90,
+    churn_gap_multiple: float = 3.0,
+    median_gap_days: float | None = None,
+) -> DataFrame:
+    """One row per customer (schema in the module docstring).
+
+    ``kept``: the kept, parsed transactions with ``customer_id``, ``day`` (date),
+    ``amount`` (double) and optionally ``quantity``, ``category``, ``channel``.
+    ``categories`` / ``channels``: the values that get their own share column.
+    ``median_gap_days``: the typical gap used for customers with one transaction
+    date; None computes it as the median of mean_gap_days over repeat customers.
+    """
+    has_quantity = "quantity" in kept.columns
+    has_category = "category" in kept.columns
+    has_channel = "channel" in kept.columns
+    amount, day = F.col("amount"), F.col("day")
+    purchase = amount > 0
+    as_of_lit = F.lit(as_of)
+    recent_start = F.date_sub(as_of_lit, trend_window_days)
+    previous_start = F.date_sub(as_of_lit, 2 * trend_window_days)
+
+    daily_aggs = [
+        F.sum(amount).alias("day_amount"),
+        F.count(F.lit(1)).alias("d_tx"),
+        F.sum(purchase.cast("long")).alias("d_purchases"),
+        F.sum((amount < 0).cast("long")).alias("d_returns"),
+        F.sum(F.when(purchase, amount).otherwise(0.0)).alias("d_gross"),
+        F.sum(F.when(amount < 0, -amount).otherwise(0.0)).alias("d_returned"),
+        F.sum(
+            F.when(purchase, F.coalesce(F.col("quantity"), F.lit(1.0)) if has_quantity else F.lit(1.0)).otherwise(0.0)
+        ).alias("d_items"),
+    ]
+    cat_cols = _unique_slugs(categories, "cat") if has_category else []
+    chan_cols = _unique_slugs(channels, "chan") if has_channel else []
+    if has_category:
+        for value, name in zip(categories, cat_cols, strict=True):
+            daily_aggs.append(F.sum(F.when(purchase & (F.col("category") == value), amount).otherwise(0.0)).alias(name))
+        daily_aggs.append(F.collect_set("category").alias("d_categories"))
+    if has_channel:
+        for value, name in zip(channels, chan_cols, strict=True):
+            daily_aggs.append(F.sum((F.col("channel") == value).cast("long")).alias(name))
+    daily = kept.groupBy("customer_id", "day").agg(*daily_aggs)
+
+    by_day = Window.partitionBy("customer_id").orderBy("day")
+    daily = daily.withColumn("gap", F.datediff(day, F.lag(day).over(by_day)).cast("double"))
+
+    sums = ["d_tx", "d_purchases", "d_returns", "d_gross", "d_returned", "d_items", *cat_cols, *chan_cols]
+    customer_aggs = [F.sum(c).alias(c) for c in sums] + [
+        F.min("day").alias("first_day"),
+        F.max("day").alias("last_day"),
+        F.count(F.lit(1)).alias("n_days"),
+        F.sum("day_amount").alias("net_spend"),
+        F.min_by("day_amount", "day").alias("first_day_amount"),
+        F.avg("gap").alias("mean_gap"),
+        F.stddev_pop("gap").alias("std_gap"),
+        F.sum(F.when(day > recent_start, F.col("day_amount")).otherwise(0.0)).alias("spend_recent"),
+        F.sum(F.when((day > previous_start) & (day <= recent_start), F.col("day_amount")).otherwise(0.0)).alias(
+            "spend_previous"
+        ),
+    ]
+    if has_category:
+        customer_aggs.append(F.size(F.array_distinct(F.flatten(F.collect_list("d_categories")))).alias("n_cat"))
+    per_customer = daily.groupBy("customer_id").agg(*customer_aggs)
+
+    frequency = (F.col("n_days") - 1).cast("double")
+    mean_gap = F.coalesce(F.col("mean_gap"), F.lit(0.0))
+    base = per_customer.select(
+        "customer_id",
+        F.lit(as_of).alias("as_of"),
+        F.datediff(as_of_lit, F.col("last_day")).cast("double").alias("recency_days"),
+        F.datediff(as_of_lit, F.col("first_day")).cast("double").alias("tenure_days"),
+        F.col("d_tx").cast("long").alias("n_transactions"),
+        F.col("d_purchases").cast("long").alias("n_purchases"),
+        F.col("d_returns").cast("long").alias("n_returns"),
+        F.col("n_days").cast("long").alias("n_purchase_days"),
+        F.col("net_spend").cast("double").alias("net_spend"),
+        F.col("d_gross").cast("double").alias("gross_spend"),
+        _safe_div(F.col("d_gross"), F.col("d_purchases")).alias("avg_basket_value"),
+        _safe_div(F.col("d_items"), F.col("d_purchases")).alias("avg_items_per_basket"),
+        mean_gap.alias("mean_gap_days"),
+        F.coalesce(F.col("std_gap"), F.lit(0.0)).alias("std_gap_days"),
+        frequency.alias("frequency"),
+        F.datediff(F.col("last_day"), F.col("first_day")).cast("double").alias("recency"),
+        F.datediff(as_of_lit, F.col("first_day")).cast("double").alias("T"),
+        _safe_div(F.col("net_spend") - F.col("first_day_amount"), frequency).alias("monetary_value"),
+        _safe_div(F.col("d_returns").cast("double"), F.col("d_tx")).alias("return_rate"),
+        _safe_div(F.col("d_returned"), F.col("d_gross") + F.col("d_returned")).alias("return_value_share"),
+        (F.col("n_cat") if has_category else F.lit(0)).cast("long").alias("n_categories"),
+        *[_safe_div(F.col(c), F.col("d_gross")).alias(c) for c in cat_cols],
+        *(
+            [
+                _safe_div(F.col("d_gross") - sum((F.col(c) for c in cat_cols), F.lit(0.0)), F.col("d_gross")).alias(
+                    "cat_other"
+                )
+            ]
+            if has_category
+            else []
+        ),
+        *[_safe_div(F.col(c).cast("double"), F.col("d_tx")).alias(c) for c in chan_cols],
+        *(
+            [_safe_div(F.col("d_tx") - sum((F.col(c) for c in chan_cols), F.lit(0)), F.col("d_tx")).alias("chan_other")]
+            if has_channel
+            else []
+        ),
+        F.col("spend_recent").cast("double").alias("spend_recent"),
+        F.col("spend_previous").cast("double").alias("spend_previous"),
+        _safe_div(
+            F.col("spend_recent") - F.col("spend_previous"), F.abs("spend_recent") + F.abs("spend_previous")
+        ).alias("trend"),
+    )
+
+    if median_gap_days is None:
+        typical = base.where(F.col("n_purchase_days") >= 2).select(F.percentile_approx("mean_gap_days", 0.5).alias("m"))
+        base = base.crossJoin(
+            F.broadcast(typical.select(F.coalesce("m", F.lit(float(trend_window_days))).alias("_median_gap")))
+        )
+    else:
+        base = base.withColumn("_median_gap", F.lit(float(median_gap_days)))
+    gap = F.greatest(
+        F.when(F.col("n_purchase_days") >= 2, F.col("mean_gap_days")).otherwise(F.col("_median_gap")), F.lit(1.0)
+    )
+    churn_ratio = F.col("recency_days") / gap
+    return (
+        base.withColumn("churn_ratio", churn_ratio)
+        .withColumn("churned", (F.col("churn_ratio") > F.lit(churn_gap_multiple)).cast("int"))
+        .drop("_median_gap")
+    )
+
+
+def demographic_features(
+    customers: DataFrame,
+    numeric: Sequence[str],
+    categorical: Sequence[str],
+    levels: dict[str, list[str]],
+    medians: dict[str, float],
+) -> DataFrame:
+    """Customer attributes encoded for clustering: numeric as double with nulls set to the median,
+    categoricals one-hot as 0/1 doubles ``<attr>_<level>`` plus ``<attr>_other``.
+
+    Input: ``customer_id`` plus the attribute columns. ``levels`` are the kept levels per
+    categorical attribute and ``medians`` the imputation values (computed by the caller).
+    """
+    cols: list[Column] = [F.col("customer_id").cast("string").alias("customer_id")]
+    for name in numeric:
+        cols.append(F.coalesce(F.col(name).cast("double"), F.lit(medians.get(name, 0.0))).alias(name))
+    for name in categorical:
+        kept_levels = levels.get(name, [])
+        value = F.col(name).cast("string")
+        for level, column in zip(kept_levels, _unique_slugs(kept_levels, name), strict=True):
+            cols.append(F.coalesce((value == level).cast("double"), F.lit(0.0)).alias(column))
+        cols.append(
+            F.when(value.isNull() | ~value.isin(*kept_levels), 1.0).otherwise(0.0).alias(f"{name}_other")
+            if kept_levels
+            else F.lit(1.0).alias(f"{name}_other")
+        )
+    return customers.select(*cols).dropDuplicates(["customer_id"])
