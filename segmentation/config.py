@@ -182,6 +182,108 @@ class FeaturesConfig(_Section):
     quality: OutputConfig = Field(default_factory=lambda: OutputConfig(path="data/features_quality"))
 
 
+ALGORITHMS = ("kmeans", "bisecting_kmeans", "gaussian_mixture")
+Algorithm = Literal["kmeans", "bisecting_kmeans", "gaussian_mixture"]
+
+
+class KMeansParams(_Section):
+    max_iter: int = Field(20, ge=1)
+    tol: float = Field(1e-4, ge=0)
+    init_mode: Literal["k-means||", "random"] = "k-means||"
+    init_steps: int = Field(2, ge=1)
+    distance_measure: Literal["euclidean", "cosine"] = "euclidean"
+
+
+class BisectingKMeansParams(_Section):
+    max_iter: int = Field(20, ge=1)
+    min_divisible_cluster_size: float = Field(1.0, gt=0)
+    distance_measure: Literal["euclidean", "cosine"] = "euclidean"
+
+
+class GaussianMixtureParams(_Section):
+    max_iter: int = Field(100, ge=1)
+    tol: float = Field(0.01, ge=0)
+
+
+class PcaConfig(_Section):
+    """Optional PCA: a fixed number of components, or the fewest reaching an explained-variance target."""
+
+    components: int | None = Field(None, ge=1)
+    variance: float | None = Field(None, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> PcaConfig:
+        if self.components is not None and self.variance is not None:
+            raise ValueError("set pca.components or pca.variance, not both")
+        return self
+
+
+class SelectionConfig(_Section):
+    """Inputs of the documented k / champion rule (segmentation.selection)."""
+
+    # k selection runs on a sample of at most this many customers; the champion is refitted on all.
+    sample_size: int = Field(200_000, ge=100)
+    min_cluster_share: float = Field(0.02, ge=0, lt=1)
+    min_stability: float = Field(0.7, ge=-1, le=1)
+    # Number of seeds per (algorithm, k); 1 disables the stability check.
+    stability_seeds: int = Field(2, ge=1)
+    silhouette_tolerance: float = Field(0.01, ge=0)
+
+
+class GroundTruthConfig(TableConfig):
+    """Planted segments (synthetic data) to measure recovery; never used as a feature."""
+
+    enabled: bool = False
+    label_column: str = "segment"
+
+
+class IdentityConfig(_Section):
+    """Stable segment ids across retrains (segmentation.identity)."""
+
+    method: Literal["overlap", "centroid"] = "overlap"
+    min_overlap: float = Field(0.5, gt=0, le=1)
+    max_centroid_distance: float = Field(1.0, gt=0)
+
+
+class TrainingConfig(_Section):
+    """Preprocessing, the k sweep, selection and outputs of the training job."""
+
+    # Feature snapshot to train on; None = the newest as_of in features.output.
+    as_of: dt.date | None = None
+    # None = every numeric column except customer_id / as_of and those in `exclude`.
+    features: list[str] | None = None
+    exclude: list[str] = Field(default_factory=lambda: ["churned"])
+    # "auto": money, count and duration columns (see segmentation.preprocessing.AUTO_LOG_PATTERN).
+    log_features: list[str] | Literal["auto"] = "auto"
+    cap_quantiles: tuple[float, float] | None = (0.01, 0.99)
+    pca: PcaConfig = Field(default_factory=PcaConfig)
+    algorithms: list[Algorithm] = Field(default_factory=lambda: list(ALGORITHMS))
+    k_min: int = Field(2, ge=2)
+    k_max: int = Field(12, ge=2)
+    seed: int = 42
+    kmeans: KMeansParams = Field(default_factory=KMeansParams)
+    bisecting_kmeans: BisectingKMeansParams = Field(default_factory=BisectingKMeansParams)
+    gaussian_mixture: GaussianMixtureParams = Field(default_factory=GaussianMixtureParams)
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    identity: IdentityConfig = Field(default_factory=IdentityConfig)
+    ground_truth: GroundTruthConfig = Field(default_factory=lambda: GroundTruthConfig(path="data/ground_truth"))
+    # Register the champion and move mlflow.alias to it. False logs the model only.
+    register_model: bool = True
+    assignments: OutputConfig = Field(default_factory=lambda: OutputConfig(path="data/segment_assignments"))
+
+    @model_validator(mode="after")
+    def _ranges(self) -> TrainingConfig:
+        if self.k_min > self.k_max:
+            raise ValueError(f"k_min ({self.k_min}) must not exceed k_max ({self.k_max})")
+        if self.cap_quantiles is not None:
+            low, high = self.cap_quantiles
+            if not 0.0 <= low < high <= 1.0:
+                raise ValueError(f"cap_quantiles must satisfy 0 <= low < high <= 1, got {list(self.cap_quantiles)}")
+        if not self.algorithms:
+            raise ValueError("algorithms must name at least one of " + ", ".join(ALGORITHMS))
+        return self
+
+
 class MlflowConfig(_Section):
     tracking_uri: str = "sqlite:///mlflow.db"
     registry_uri: str | None = None
@@ -197,6 +299,7 @@ class AppConfig(_Section):
     input: InputConfig = Field(default_factory=InputConfig)
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
 
 

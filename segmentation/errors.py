@@ -25,3 +25,11 @@ class ContractError(SegmentationError, ValueError):
 
 class QuarantineThresholdError(SegmentationError):
     """Too large a share of the input was quarantined."""
+
+
+class DegenerateFeaturesError(SegmentationError):
+    """The features have no variation left to cluster on (all constant or duplicated)."""
+
+
+class ModelMismatchError(SegmentationError):
+    """A model does not fit the data it is asked to score (different features, missing model)."""
