@@ -172,8 +172,7 @@ def merge_current_assignments(spark: SparkSession, scored: DataFrame, target: Ou
         )
         .whenMatchedUpdate(
             condition=(
-                "t.as_of <> s.as_of OR NOT (t.probability <=> s.probability)"
-                " OR NOT (t.segment_name <=> s.segment_name)"
+                "t.as_of <> s.as_of OR NOT (t.probability <=> s.probability) OR NOT (t.segment_name <=> s.segment_name)"
             ),
             set={"as_of": "s.as_of", "probability": "s.probability", "segment_name": "s.segment_name"},
         )

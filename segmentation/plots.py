@@ -10,7 +10,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from pyspark.ml.feature import PCA  # noqa: E402
 from pyspark.ml.functions import vector_to_array  # noqa: E402
 from pyspark.sql import DataFrame  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
@@ -49,14 +48,19 @@ def sweep_figures(sweep: pd.DataFrame) -> dict[str, Figure]:
 def pca_scatter(df: DataFrame, features_col: str, segment_col: str, seed: int, max_points: int = 5000) -> Figure:
     """2-D PCA projection of a sample of customers, coloured by segment.
 
-    The PCA is fitted in Spark on the sample; only ``max_points`` rows reach the driver.
+    Only ``max_points`` sampled rows reach the driver, where the projection is a plain
+    SVD (Spark's distributed PCA is for wide data and fails to converge on some small samples).
     """
     total = df.count()
     sample = df.sample(False, min(1.0, max_points / max(total, 1)), seed) if total > max_points else df
-    sample = sample.select(features_col, segment_col)
-    projected = PCA(k=2, inputCol=features_col, outputCol="_pc").fit(sample).transform(sample)
-    points = projected.select(vector_to_array("_pc").alias("pc"), F.col(segment_col).alias("segment")).toPandas()
-    xy = np.array(points["pc"].tolist()) if len(points) else np.zeros((0, 2))
+    points = sample.select(vector_to_array(features_col).alias("x"), F.col(segment_col).alias("segment")).toPandas()
+    matrix = np.array(points["x"].tolist(), dtype=float).reshape(len(points), -1)
+    centred = matrix - matrix.mean(axis=0) if len(points) else matrix
+    if len(points) >= 2 and centred.shape[1] >= 2:
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        xy = centred @ vt[:2].T
+    else:
+        xy = np.zeros((len(points), 2))
     fig, ax = plt.subplots(figsize=(7, 6))
     for segment in sorted(points["segment"].unique()):
         mask = (points["segment"] == segment).to_numpy()

@@ -15,7 +15,8 @@ Rule
    nearest the elbow of the WSSSE curve (the point farthest from the chord
    between its first and last points), then to the smaller k.
 3. GaussianMixture: the lowest BIC wins; ties (within 0.1% of the BIC) go to the
-   smaller k.
+   smaller k. When a BIC is not finite (a collapsed component makes the
+   likelihood infinite), the silhouette rule of step 2 applies instead.
 4. Champion: the algorithm whose chosen model has the highest silhouette
    (computed on hard assignments for every algorithm); ties within
    ``silhouette_tolerance`` go to the earlier algorithm in
@@ -72,7 +73,12 @@ def _admissible(records: list[Mapping[str, Any]], min_share: float, min_stabilit
 
 
 def _finite(value: float) -> bool:
-    return value is not None and not math.isnan(value)
+    return value is not None and math.isfinite(value)
+
+
+def _silhouette(record: Mapping[str, Any]) -> float:
+    """A silhouette that is not a number (a single non-empty cluster) ranks last."""
+    return record["silhouette"] if _finite(record["silhouette"]) else -math.inf
 
 
 def choose(
@@ -102,8 +108,8 @@ def choose(
             pick = min(tied, key=lambda r: r["k"])
             criterion = "lowest BIC (ties within 0.1% to the smaller k)"
         else:
-            best_sil = max(r["silhouette"] for r in admissible)
-            tied = [r for r in admissible if r["silhouette"] >= best_sil - silhouette_tolerance]
+            best_sil = max(_silhouette(r) for r in admissible)
+            tied = [r for r in admissible if _silhouette(r) >= best_sil - silhouette_tolerance]
             pick = min(tied, key=lambda r: (abs(r["k"] - elbow), r["k"]))
             criterion = f"highest silhouette (ties within {silhouette_tolerance} to the k nearest the elbow)"
         chosen[algorithm] = int(pick["k"])
@@ -119,8 +125,8 @@ def choose(
         raise ValueError("the sweep produced no candidates to choose from")
 
     finalists = [(a, next(r for r in records if r["algorithm"] == a and r["k"] == k)) for a, k in chosen.items()]
-    best = max(r["silhouette"] for _, r in finalists)
-    champion = next(a for a, r in finalists if r["silhouette"] >= best - silhouette_tolerance)
+    best = max(_silhouette(r) for _, r in finalists)
+    champion = next(a for a, r in finalists if _silhouette(r) >= best - silhouette_tolerance)
     rationale = {
         "rule": __doc__.split("Rule\n----\n", 1)[1].strip(),
         "inputs": {

@@ -193,3 +193,27 @@ def environment_tags() -> dict[str, str]:
     if os.environ.get("DATABRICKS_RUNTIME_VERSION"):
         tags["databricks_runtime"] = os.environ["DATABRICKS_RUNTIME_VERSION"]
     return tags
+
+
+def registered_model(name: str, alias: str) -> tuple[Any, str, str] | None:
+    """The Spark model behind ``models:/name@alias`` with its version and run id, or None if there is none."""
+    import mlflow.spark
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+    model = mlflow.spark.load_model(f"models:/{name}@{alias}")
+    return model, str(version.version), version.run_id
+
+
+def load_run_dict(run_id: str, artifact_file: str) -> dict[str, Any] | None:
+    """A JSON artifact of a run, or None when the run has no such artifact."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.artifacts.load_dict(f"runs:/{run_id}/{artifact_file}")
+    except (MlflowException, OSError):
+        return None

@@ -79,3 +79,13 @@ def test_champion_is_best_silhouette_and_ties_follow_algorithm_order():
 def test_empty_sweep_is_an_error():
     with pytest.raises(ValueError, match="no candidates"):
         choose([], ["kmeans"], **RULE)
+
+
+def test_gmm_with_infinite_bic_falls_back_to_silhouette():
+    records = [rec("gaussian_mixture", 2, 0.5, bic=float("-inf")), rec("gaussian_mixture", 3, 0.6, bic=100.0)]
+    assert choose(records, ["gaussian_mixture"], **RULE).chosen_k == {"gaussian_mixture": 3}
+
+
+def test_nan_silhouette_ranks_last():
+    records = [rec("kmeans", 2, NAN), rec("kmeans", 3, 0.1)]
+    assert choose(records, ["kmeans"], **RULE).chosen_k == {"kmeans": 3}

@@ -1,0 +1,319 @@
+"""The training job's orchestration: read the feature snapshot, sweep, choose, log, register, assign.
+
+The heavy lifting lives in the pure modules (``preprocessing``, ``models``,
+``evaluation``, ``selection``, ``profiles``); this module wires them to IO
+(``segmentation.io``) and MLflow (``segmentation.tracking``).
+
+Performance shape: the preprocessing pipeline is fitted once, its output vector
+dataset is persisted once and reused by every (algorithm, k) fit; k selection
+runs on a sample of at most ``training.selection.sample_size`` customers and
+only the champion is refitted on all of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pyspark import StorageLevel
+from pyspark.ml import PipelineModel
+from pyspark.ml.functions import vector_to_array
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from segmentation import plots, tracking
+from segmentation.config import AppConfig
+from segmentation.errors import ContractError
+from segmentation.evaluation import adjusted_rand_index, evaluate_clustering
+from segmentation.feature_pipeline import read_quality
+from segmentation.identity import (
+    IdentityMapping,
+    SegmentRelabeler,
+    centroid_distances,
+    contingency,
+    initial_mapping,
+    match_segments,
+)
+from segmentation.io import delta_version, read_table, write_table
+from segmentation.models import build_estimator, param_record
+from segmentation.preprocessing import drop_degenerate_columns, fit_preprocessing, resolve_feature_columns
+from segmentation.selection import Choice, choose
+
+__all__ = ["TrainingResult", "run_training", "load_feature_snapshot"]
+
+log = logging.getLogger(__name__)
+
+SEGMENT_COL = "segment"
+CLUSTER_COL = "cluster"
+IDENTITY_ARTIFACT = "identity/segment_mapping.json"
+
+
+@dataclass
+class TrainingResult:
+    run_id: str
+    champion: str
+    k: int
+    model_uri: str
+    model_version: str | None
+    as_of: str
+    records: list[dict[str, Any]] = field(default_factory=list)
+    choice: Choice | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    identity: IdentityMapping | None = None
+
+
+def load_feature_snapshot(spark: SparkSession, cfg: AppConfig) -> tuple[DataFrame, str]:
+    """The feature rows of ``training.as_of`` (default: the newest snapshot) and that date as text."""
+    features = read_table(spark, cfg.features.output)
+    if "as_of" not in features.columns or "customer_id" not in features.columns:
+        raise ContractError(
+            f"feature table '{cfg.features.output.location}' has no customer_id/as_of columns; "
+            "build it with jobs/build_features.py"
+        )
+    as_of = cfg.training.as_of
+    if as_of is None:
+        newest = features.select(F.max("as_of")).first()[0]
+        if newest is None:
+            raise ContractError(f"feature table '{cfg.features.output.location}' is empty")
+        as_of = newest
+    snapshot = features.where(F.col("as_of") == F.lit(as_of))
+    return snapshot, str(as_of)
+
+
+def _sweep_record(
+    algorithm: str, k: int, metrics: dict[str, float], stability: float, seconds: float
+) -> dict[str, Any]:
+    return {"algorithm": algorithm, "k": k, **metrics, "stability_ari": stability, "fit_seconds": seconds}
+
+
+def _stability(estimator_for_seed, sample: DataFrame, predictions: DataFrame, seeds: list[int]) -> float:
+    """Mean adjusted Rand index between the base fit and fits with other seeds on the same rows."""
+    if not seeds:
+        return float("nan")
+    scores = []
+    for seed in seeds:
+        other = estimator_for_seed(seed).fit(sample)
+        joined = other.transform(predictions.select("customer_id", "features", F.col("prediction").alias("base")))
+        scores.append(adjusted_rand_index(joined, "base", "prediction_alt"))
+    return float(sum(scores) / len(scores))
+
+
+def run_training(spark: SparkSession, cfg: AppConfig, quality: dict[str, float] | None = None) -> TrainingResult:
+    tcfg = cfg.training
+    snapshot, as_of = load_feature_snapshot(spark, cfg)
+    feature_cols = resolve_feature_columns(snapshot, tcfg)
+    feature_cols = drop_degenerate_columns(snapshot, feature_cols)
+    input_version = delta_version(spark, cfg.features.output)
+
+    tracking.configure(cfg.mlflow)
+    tags = {
+        "job": "train_segments",
+        "feature_snapshot": as_of,
+        "input_table": cfg.features.output.location,
+        "input_delta_version": input_version if input_version is not None else "n/a",
+        **tracking.environment_tags(),
+    }
+    with tracking.tracked_run(f"train-{as_of}", tags=tags) as parent:
+        prep_model = fit_preprocessing(snapshot, feature_cols, tcfg)
+        prepared = (
+            prep_model.transform(snapshot).select("customer_id", "features").persist(StorageLevel.MEMORY_AND_DISK)
+        )
+        n_customers = prepared.count()
+        if n_customers < tcfg.k_max:
+            raise ContractError(
+                f"feature snapshot {as_of} has {n_customers} customers, fewer than training.k_max={tcfg.k_max}"
+            )
+        fraction = min(1.0, tcfg.selection.sample_size / n_customers)
+        sample = prepared if fraction >= 1.0 else prepared.sample(False, fraction, tcfg.seed).persist()
+        n_sample = sample.count()
+        tracking.log_params(
+            {
+                "as_of": as_of,
+                "n_customers": n_customers,
+                "sample_rows": n_sample,
+                "n_features": len(feature_cols),
+                "feature_columns": ",".join(feature_cols)[:5000],
+                "algorithms": ",".join(tcfg.algorithms),
+                "k_min": tcfg.k_min,
+                "k_max": tcfg.k_max,
+                "seed": tcfg.seed,
+                **{f"selection_{k}": v for k, v in tcfg.selection.model_dump().items()},
+            }
+        )
+        quality = quality if quality is not None else read_quality(spark, cfg, as_of)
+        if quality:
+            tracking.log_metrics(quality)
+            tracking.set_tags({k: int(v) for k, v in quality.items() if k != "dq_quarantined_share"})
+        log.info(
+            "sweeping %s, k=%d..%d on %d of %d customers",
+            tcfg.algorithms,
+            tcfg.k_min,
+            tcfg.k_max,
+            n_sample,
+            n_customers,
+        )
+
+        records, fitted = [], {}
+        stability_seeds = [tcfg.seed + i for i in range(1, tcfg.selection.stability_seeds)]
+        for algorithm in tcfg.algorithms:
+            for k in range(tcfg.k_min, tcfg.k_max + 1):
+                started = time.perf_counter()
+                model = build_estimator(algorithm, k, tcfg, tcfg.seed).fit(sample)
+                predictions = model.transform(sample).persist()
+                metrics = evaluate_clustering(model, predictions, "features", "prediction", algorithm)
+                stability = _stability(
+                    lambda seed, a=algorithm, kk=k: build_estimator(
+                        a, kk, tcfg, seed, prediction_col="prediction_alt", probability_col="probability_alt"
+                    ),
+                    sample,
+                    predictions,
+                    stability_seeds,
+                )
+                predictions.unpersist()
+                seconds = time.perf_counter() - started
+                record = _sweep_record(algorithm, k, metrics, stability, seconds)
+                records.append(record)
+                fitted[(algorithm, k)] = model
+                tracking.child_run(
+                    f"{algorithm}-k{k}",
+                    params={**param_record(algorithm, k, tcfg, tcfg.seed), "as_of": as_of, "sample_rows": n_sample},
+                    metrics={m: v for m, v in record.items() if m not in ("algorithm", "k")},
+                    tags={**tags, "algorithm": algorithm, "k": k, "role": "candidate"},
+                )
+                log.info(
+                    "%s k=%d silhouette=%.3f stability=%.3f (%.1fs)",
+                    algorithm,
+                    k,
+                    metrics["silhouette"],
+                    stability,
+                    seconds,
+                )
+
+        choice = choose(
+            records,
+            tcfg.algorithms,
+            tcfg.selection.min_cluster_share,
+            tcfg.selection.min_stability,
+            tcfg.selection.silhouette_tolerance,
+        )
+        champion, k = choice.champion, choice.champion_k
+        log.info("champion: %s with k=%d", champion, k)
+        cluster_model = fitted[(champion, k)]
+        if sample is not prepared:
+            cluster_model = build_estimator(champion, k, tcfg, tcfg.seed).fit(prepared)
+        cluster_model.setPredictionCol(CLUSTER_COL)
+        clustered = cluster_model.transform(prep_model.transform(snapshot))
+        identity = _stable_identity(cfg, snapshot, clustered, k)
+        full_model = PipelineModel(
+            stages=[*prep_model.stages, cluster_model, SegmentRelabeler(mapping=identity.cluster_to_segment)]
+        )
+        assigned = full_model.transform(snapshot)
+
+        final_metrics = evaluate_clustering(cluster_model, assigned, "features", CLUSTER_COL, champion)
+        sweep = pd.DataFrame(records)
+        tracking.set_tags({"algorithm": champion, "k": k, "role": "parent"})
+        tracking.log_metrics({f"champion_{m}": v for m, v in final_metrics.items() if not math.isnan(v)})
+        tracking.log_dict(choice.rationale, "selection/chosen_k_rationale.json")
+        tracking.log_table(sweep, "selection/sweep.csv")
+        tracking.log_dict(identity.as_dict(), IDENTITY_ARTIFACT)
+        tracking.log_metrics(
+            {
+                "identity_kept": float(sum(d["decision"] == "kept" for d in identity.decisions)),
+                "identity_new": float(len(identity.new_ids)),
+                "identity_retired": float(len(identity.retired_ids)),
+            }
+        )
+        for name, figure in plots.sweep_figures(sweep).items():
+            tracking.log_figure(figure, f"charts/{name}.png")
+        tracking.log_figure(plots.pca_scatter(assigned, "features", "prediction", tcfg.seed), "charts/pca_scatter.png")
+
+        example = snapshot.select(*feature_cols).limit(5).toPandas()
+        output = full_model.transform(snapshot.limit(5)).select("prediction").toPandas()
+        model_uri = tracking.log_spark_model(full_model, example, output)
+        version = (
+            tracking.register_model(model_uri, cfg.mlflow.registered_model, cfg.mlflow.alias)
+            if tcfg.register_model
+            else None
+        )
+
+        assignments = _assignments(assigned, champion, as_of, version or parent.info.run_id)
+        write_table(assignments, tcfg.assignments, partition_by=["as_of"], replace_where={"as_of": as_of})
+        extra = {}
+        if tcfg.ground_truth.enabled:
+            label = tcfg.ground_truth.label_column
+            truth = read_table(spark, tcfg.ground_truth, columns=["customer_id", label]).select(
+                "customer_id", F.col(label).alias("planted_segment")
+            )
+            joined = assignments.join(truth, "customer_id", how="inner")
+            extra["ground_truth_ari"] = adjusted_rand_index(joined, SEGMENT_COL, "planted_segment")
+            tracking.log_metrics(extra)
+            log.info("adjusted Rand index against the planted segments: %.3f", extra["ground_truth_ari"])
+        prepared.unpersist()
+        if sample is not prepared:
+            sample.unpersist()
+        return TrainingResult(
+            run_id=parent.info.run_id,
+            champion=champion,
+            k=k,
+            model_uri=model_uri,
+            model_version=version,
+            as_of=as_of,
+            records=records,
+            choice=choice,
+            metrics={**final_metrics, **extra},
+            identity=identity,
+        )
+
+
+def _stable_identity(cfg: AppConfig, snapshot: DataFrame, clustered: DataFrame, k: int) -> IdentityMapping:
+    """Match the new clusters to the current champion's segments (see ``segmentation.identity``)."""
+    previous = tracking.registered_model(cfg.mlflow.registered_model, cfg.mlflow.alias)
+    if previous is None:
+        log.info("no previous champion: segment ids are the cluster numbers")
+        return initial_mapping(k)
+    old_model, old_version, old_run = previous
+    old_identity = tracking.load_run_dict(old_run, IDENTITY_ARTIFACT)
+    prior = IdentityMapping.from_dict(old_identity) if old_identity else initial_mapping(0)
+    try:
+        old = old_model.transform(snapshot).select("customer_id", F.col("prediction").cast("int").alias("old_segment"))
+    except Exception as exc:  # noqa: BLE001 - a champion on other features cannot be compared
+        log.warning("champion version %s cannot score this snapshot (%s); all segments get new ids", old_version, exc)
+        return match_segments(prior, [], [], np.zeros((0, 0)), n_clusters=k)
+    joined = clustered.select("customer_id", "features", CLUSTER_COL).join(old, "customer_id", how="inner")
+    old_ids, new_clusters, counts = contingency(joined, "old_segment", CLUSTER_COL)
+    icfg = cfg.training.identity
+    distances = centroid_distances(joined, "features", "old_segment", CLUSTER_COL, old_ids, new_clusters)
+    log.info("matching %d new clusters to %d segments of champion version %s", k, len(old_ids), old_version)
+    return match_segments(
+        prior,
+        old_ids,
+        new_clusters,
+        counts,
+        n_clusters=k,
+        method=icfg.method,
+        distances=distances,
+        min_overlap=icfg.min_overlap,
+        max_centroid_distance=icfg.max_centroid_distance,
+    )
+
+
+def _assignments(assigned: DataFrame, algorithm: str, as_of: str, model_version: str) -> DataFrame:
+    """customer_id, segment, membership probability (GMM only, else null), model_version, as_of."""
+    probability = (
+        F.array_max(vector_to_array(F.col("probability")))
+        if algorithm == "gaussian_mixture"
+        else F.lit(None).cast("double")
+    )
+    return assigned.select(
+        "customer_id",
+        F.col("prediction").cast("int").alias(SEGMENT_COL),
+        F.col(CLUSTER_COL).cast("int").alias(CLUSTER_COL),
+        probability.alias("probability"),
+        F.lit(str(model_version)).alias("model_version"),
+        F.lit(as_of).cast("date").alias("as_of"),
+    )
