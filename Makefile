@@ -26,10 +26,15 @@ install: check-java $(STAMP)
 demo: install
 	$(BIN)/python jobs/generate_transactions.py --set generator.n_transactions=$(N_TRANSACTIONS)
 	$(BIN)/python jobs/build_features.py
+	$(BIN)/python jobs/train_segments.py
 	@echo ""
-	@echo "Outputs (Delta tables):"
-	@echo "  transactions   data/transactions   customers  data/customers   ground truth  data/ground_truth"
-	@echo "  features       data/features       quarantine data/features_quarantine"
+	@echo "Outputs (Delta tables under ./data):"
+	@echo "  transactions  data/transactions    customers   data/customers      ground truth  data/ground_truth"
+	@echo "  features      data/features        quarantine  data/features_quarantine   quality  data/features_quality"
+	@echo "  segments      data/segment_assignments"
+	@echo "MLflow runs: mlflow.db (artifacts in ./mlartifacts); registered model customer-segments@champion"
+	@echo "Compare the runs in the MLflow UI (localhost only):"
+	@echo "  $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000"
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
