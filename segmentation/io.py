@@ -153,42 +153,25 @@ def merge_current_assignments(spark: SparkSession, scored: DataFrame, target: Ou
         write_table(initial.select(*CURRENT_COLUMNS), target)
         return
     changed = "t.segment <> s.segment OR t.model_version <> s.model_version OR NOT t.active"
+    # A new or changed assignment starts its segment_since at this snapshot.
+    new_assignment = {
+        **{c: f"s.{c}" for c in ("segment", "segment_name", "probability", "model_version", "as_of")},
+        "segment_since": "s.as_of",
+        "active": "true",
+        "missing_since": "CAST(NULL AS DATE)",
+    }
     (
         _delta_table(spark, target)
         .alias("t")
         .merge(staged.alias("s"), "t.customer_id = s.customer_id")
-        .whenMatchedUpdate(
-            condition=changed,
-            set={
-                "segment": "s.segment",
-                "segment_name": "s.segment_name",
-                "probability": "s.probability",
-                "model_version": "s.model_version",
-                "as_of": "s.as_of",
-                "segment_since": "s.as_of",
-                "active": "true",
-                "missing_since": "CAST(NULL AS DATE)",
-            },
-        )
+        .whenMatchedUpdate(condition=changed, set=new_assignment)
         .whenMatchedUpdate(
             condition=(
                 "t.as_of <> s.as_of OR NOT (t.probability <=> s.probability) OR NOT (t.segment_name <=> s.segment_name)"
             ),
             set={"as_of": "s.as_of", "probability": "s.probability", "segment_name": "s.segment_name"},
         )
-        .whenNotMatchedInsert(
-            values={
-                "customer_id": "s.customer_id",
-                "segment": "s.segment",
-                "segment_name": "s.segment_name",
-                "probability": "s.probability",
-                "model_version": "s.model_version",
-                "as_of": "s.as_of",
-                "segment_since": "s.as_of",
-                "active": "true",
-                "missing_since": "CAST(NULL AS DATE)",
-            }
-        )
+        .whenNotMatchedInsert(values={"customer_id": "s.customer_id", **new_assignment})
         .whenNotMatchedBySourceUpdate(condition="t.active", set={"active": "false", "missing_since": f"DATE'{as_of}'"})
         .execute()
     )
