@@ -42,6 +42,7 @@ from segmentation.identity import (
 from segmentation.io import delta_version, read_table, write_table
 from segmentation.models import build_estimator, param_record
 from segmentation.preprocessing import drop_degenerate_columns, fit_preprocessing, resolve_feature_columns
+from segmentation.profiles import segment_profile
 from segmentation.selection import Choice, choose
 
 __all__ = ["TrainingResult", "run_training", "load_feature_snapshot"]
@@ -228,6 +229,8 @@ def run_training(spark: SparkSession, cfg: AppConfig, quality: dict[str, float] 
                 "identity_retired": float(len(identity.retired_ids)),
             }
         )
+        profile = segment_profile(assigned.withColumn(SEGMENT_COL, F.col("prediction").cast("int")), feature_cols)
+        tracking.log_table(profile.toPandas(), "profiles/segment_profile.csv")
         for name, figure in plots.sweep_figures(sweep).items():
             tracking.log_figure(figure, f"charts/{name}.png")
         tracking.log_figure(plots.pca_scatter(assigned, "features", "prediction", tcfg.seed), "charts/pca_scatter.png")

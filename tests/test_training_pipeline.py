@@ -74,10 +74,12 @@ def test_parent_and_one_child_per_algorithm_and_k(trained):
     assert tags["algorithm"] == result.champion and tags["k"] == str(result.k)
     assert tags["feature_snapshot"] == result.as_of and tags["input_delta_version"] == "0"
     assert int(tags["dq_rows_read"]) == 30000
-    artifacts = {f.path for d in ("charts", "selection", "identity") for f in client.list_artifacts(result.run_id, d)}
+    folders = ("charts", "selection", "identity", "profiles")
+    artifacts = {f.path for d in folders for f in client.list_artifacts(result.run_id, d)}
     expected = {
         "charts/elbow.png", "charts/silhouette.png", "charts/bic.png", "charts/pca_scatter.png",
         "selection/chosen_k_rationale.json", "selection/sweep.csv", "identity/segment_mapping.json",
+        "profiles/segment_profile.csv",
     }  # fmt: skip
     assert expected <= artifacts
 
