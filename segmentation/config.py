@@ -284,6 +284,38 @@ class TrainingConfig(_Section):
         return self
 
 
+class ProfilesConfig(_Section):
+    """Segment profiles, personas, rules and the HTML report (segmentation.profiles, personas, report)."""
+
+    # Persona name overrides by segment id, e.g. {3: "Weekend gardeners"}.
+    names: dict[int, str] = Field(default_factory=dict)
+    # Depth of the decision tree whose rules explain each segment.
+    rule_depth: int = Field(3, ge=1, le=6)
+    # Horizon of the simple forward value estimate (see segmentation.profiles).
+    value_horizon_days: int = Field(365, ge=1)
+    # Categories with the highest lift shown per segment.
+    top_recommendations: int = Field(3, ge=1)
+    output: OutputConfig = Field(default_factory=lambda: OutputConfig(path="data/segment_profiles"))
+    report_dir: str = "reports"
+
+
+class ScoringConfig(_Section):
+    """The scoring job: which model, which snapshot, where the assignments go."""
+
+    # Registered model version to score with; None = the version behind mlflow.alias.
+    model_version: int | None = Field(None, ge=1)
+    # Feature snapshot to score; None = the newest as_of in features.output.
+    as_of: dt.date | None = None
+    # Recompute features from input.transactions for as_of before scoring (reusing the feature job).
+    compute_features: bool = False
+    current: OutputConfig = Field(default_factory=lambda: OutputConfig(path="data/segments_current"))
+    history: OutputConfig = Field(default_factory=lambda: OutputConfig(path="data/segments_history"))
+    # A feature whose population stability index exceeds this marks the snapshot as needing retraining.
+    psi_threshold: float = Field(0.25, gt=0)
+    # Largest absolute change of one segment's customer share before retraining is recommended.
+    share_shift_threshold: float = Field(0.10, gt=0, le=1)
+
+
 class MlflowConfig(_Section):
     tracking_uri: str = "sqlite:///mlflow.db"
     registry_uri: str | None = None
@@ -300,6 +332,8 @@ class AppConfig(_Section):
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    profiles: ProfilesConfig = Field(default_factory=ProfilesConfig)
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
 
 
