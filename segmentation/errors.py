@@ -33,3 +33,7 @@ class DegenerateFeaturesError(SegmentationError):
 
 class ModelMismatchError(SegmentationError):
     """A model does not fit the data it is asked to score (different features, missing model)."""
+
+
+class ModelNotFoundError(ModelMismatchError):
+    """The registered model, version or alias to load does not exist."""

@@ -7,6 +7,7 @@ model is registered and aliased only after it was logged completely.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ import tempfile
 import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -26,10 +28,14 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 from segmentation.config import MlflowConfig
+from segmentation.errors import ModelMismatchError, ModelNotFoundError
 
 __all__ = [
+    "LoadedModel",
     "code_version",
     "configure",
+    "directory_checksum",
+    "load_registered_model",
     "child_run",
     "environment_tags",
     "load_run_dict",
@@ -41,8 +47,10 @@ __all__ = [
     "log_table",
     "log_text",
     "model_pip_requirements",
+    "promote",
     "register_model",
     "registered_model",
+    "run_tags",
     "set_tags",
     "tracked_run",
 ]
@@ -157,11 +165,35 @@ def model_pip_requirements() -> list[str]:
     return pins
 
 
+CHECKSUM_TAG = "model_sha256"
+PREVIOUS_SUFFIX = "-previous"
+
+
+# MLflow adds this file when a model is downloaded through a models:/ URI; it is not part of the model.
+_DOWNLOAD_ONLY = {"registered_model_meta"}
+
+
+def directory_checksum(root: str | Path) -> str:
+    """SHA-256 over every file of a model directory (relative path and bytes, in path order)."""
+    root = Path(root)
+    digest = hashlib.sha256()
+    files = (p for p in root.rglob("*") if p.is_file() and p.relative_to(root).as_posix() not in _DOWNLOAD_ONLY)
+    for path in sorted(files):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(b"\0")
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def log_spark_model(model: Any, input_example: pd.DataFrame, output_example: pd.DataFrame, name: str = "model") -> str:
     """Log a fitted Spark ``PipelineModel`` with signature, input example, pinned requirements and
     the ``segmentation`` package (its custom stages must be importable to load the model).
 
-    Returns the ``runs:/`` URI of the logged model.
+    The SHA-256 of the logged files is read back from the store and kept as the run's
+    ``model_sha256`` tag (and on the registered version), so the scoring job can check that
+    the model it loads is the one that was logged. Returns the ``runs:/`` URI of the model.
     """
     import mlflow.spark
 
@@ -174,17 +206,100 @@ def log_spark_model(model: Any, input_example: pd.DataFrame, output_example: pd.
         pip_requirements=model_pip_requirements(),
         code_paths=[str(PACKAGE_ROOT)],
     )
-    log.info("logged model %s", info.model_uri)
-    return f"runs:/{mlflow.active_run().info.run_id}/{name}"
+    uri = f"runs:/{mlflow.active_run().info.run_id}/{name}"
+    with tempfile.TemporaryDirectory() as tmp:
+        checksum = directory_checksum(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+    mlflow.set_tag(CHECKSUM_TAG, checksum)
+    log.info("logged model %s (sha256 %s)", info.model_uri, checksum[:12])
+    return uri
 
 
-def register_model(model_uri: str, name: str, alias: str | None) -> str:
-    """Register ``model_uri`` under ``name`` and point ``alias`` at the new version; return the version."""
-    result = mlflow.register_model(model_uri, name)
-    if alias:
-        MlflowClient().set_registered_model_alias(name, alias, result.version)
-    log.info("registered %s version %s%s", name, result.version, f" as @{alias}" if alias else "")
-    return str(result.version)
+def register_model(model_uri: str, name: str, alias: str | None, make_champion: bool = True) -> str:
+    """Register ``model_uri`` under ``name`` with its checksum tag; return the new version.
+
+    With ``make_champion`` the alias moves to the new version (see :func:`promote`); without it
+    the version is registered as a challenger and the alias stays where it was.
+    """
+    run_id = model_uri.split("/")[1]
+    checksum = MlflowClient().get_run(run_id).data.tags.get(CHECKSUM_TAG)
+    result = mlflow.register_model(model_uri, name, tags={CHECKSUM_TAG: checksum} if checksum else None)
+    version = str(result.version)
+    if alias and make_champion:
+        promote(name, version, alias)
+    else:
+        log.info("registered %s version %s (not promoted; @%s unchanged)", name, version, alias)
+    return version
+
+
+def promote(name: str, version: str | int, alias: str) -> str | None:
+    """Point ``alias`` at ``version``; the version it leaves is kept as ``<alias>-previous`` and
+    recorded on the new version's ``promoted_from`` tag, so a promotion can be undone by
+    promoting that version again. Returns the previous version, if any."""
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    version = str(version)
+    try:
+        previous = str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        previous = None
+    client.get_model_version(name, version)  # fails clearly when the version does not exist
+    if previous and previous != version:
+        client.set_registered_model_alias(name, alias + PREVIOUS_SUFFIX, previous)
+        client.set_model_version_tag(name, version, "promoted_from", previous)
+    client.set_registered_model_alias(name, alias, version)
+    log.info("%s@%s -> version %s (was %s)", name, alias, version, previous or "unset")
+    return previous
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A registered model version, verified against its checksum and loaded for Spark."""
+
+    model: Any
+    name: str
+    version: str
+    run_id: str
+    input_columns: list[str]
+    checksum: str
+
+
+def load_registered_model(name: str, alias: str | None = None, version: int | str | None = None) -> LoadedModel:
+    """Download ``models:/name/version`` (or ``@alias``), verify its SHA-256 against the tag set
+    at registration, and load it with ``mlflow.spark``. Raises ModelMismatchError when the
+    version does not exist or its files differ from what was logged."""
+    import mlflow.spark
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
+
+    client = MlflowClient()
+    ref = f"{name}/{version}" if version is not None else f"{name}@{alias}"
+    try:
+        mv = (
+            client.get_model_version(name, str(version))
+            if version is not None
+            else (client.get_model_version_by_alias(name, alias))
+        )
+    except MlflowException as exc:
+        raise ModelNotFoundError(
+            f"registered model '{ref}' not found in {mlflow.get_tracking_uri()}: {str(exc).splitlines()[0]}; "
+            "train one with jobs/train_segments.py or set scoring.model_version"
+        ) from None
+    expected = (mv.tags or {}).get(CHECKSUM_TAG)
+    if not expected:
+        raise ModelMismatchError(f"model '{name}' version {mv.version} has no {CHECKSUM_TAG} tag; retrain it")
+    local = Path(tempfile.mkdtemp(prefix="segmentation-model-"))
+    path = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{mv.version}", dst_path=str(local))
+    actual = directory_checksum(path)
+    if actual != expected:
+        raise ModelMismatchError(
+            f"model '{name}' version {mv.version}: files have sha256 {actual[:12]}..., "
+            f"registered {expected[:12]}...; the stored model was changed or corrupted, refusing to score"
+        )
+    signature = Model.load(path).signature
+    columns = signature.inputs.input_names() if signature is not None else []
+    model = mlflow.spark.load_model(path)
+    return LoadedModel(model, name, str(mv.version), mv.run_id, list(columns), actual)
 
 
 def package_version() -> str:
@@ -201,18 +316,16 @@ def environment_tags() -> dict[str, str]:
     return tags
 
 
-def registered_model(name: str, alias: str) -> tuple[Any, str, str] | None:
-    """The Spark model behind ``models:/name@alias`` with its version and run id, or None if there is none."""
-    import mlflow.spark
-    from mlflow.exceptions import MlflowException
-
-    client = MlflowClient()
+def registered_model(name: str, alias: str) -> LoadedModel | None:
+    """The verified model behind ``models:/name@alias``, or None when no version has that alias."""
     try:
-        version = client.get_model_version_by_alias(name, alias)
-    except MlflowException:
+        return load_registered_model(name, alias=alias)
+    except ModelNotFoundError:
         return None
-    model = mlflow.spark.load_model(f"models:/{name}@{alias}")
-    return model, str(version.version), version.run_id
+
+
+def run_tags(run_id: str) -> dict[str, str]:
+    return dict(MlflowClient().get_run(run_id).data.tags)
 
 
 def load_run_dict(run_id: str, artifact_file: str) -> dict[str, Any] | None:
