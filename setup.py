@@ -25,7 +25,7 @@ DEV = [
     "duckdb==2.0.0",  # single-machine peer in the benchmark
 ]
 
-JOBS = ["generate_transactions", "build_features", "train_segments"]
+JOBS = ["generate_transactions", "build_features", "train_segments", "score_customers"]
 
 setup(
     name="customer-segmentation",

@@ -14,7 +14,7 @@ from pyspark.ml.functions import vector_to_array  # noqa: E402
 from pyspark.sql import DataFrame  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
-__all__ = ["sweep_figures", "pca_scatter"]
+__all__ = ["migration_heatmap", "sweep_figures", "pca_scatter"]
 
 _CURVES = (
     ("elbow", "wssse", "within-cluster sum of squares (lower is tighter)"),
@@ -69,6 +69,26 @@ def pca_scatter(df: DataFrame, features_col: str, segment_col: str, seed: int, m
     ax.set_ylabel("principal component 2")
     ax.set_title(f"Segments on the first two principal components ({len(points)} customers)")
     ax.legend(markerscale=3, fontsize=8, loc="best")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def migration_heatmap(counts: pd.DataFrame) -> Figure:
+    """Row shares of a migration matrix (old segment rows, new segment columns), annotated with counts."""
+    shares = counts.div(counts.sum(axis=1).replace(0, 1), axis=0)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(counts.columns), 1.0 + 0.6 * len(counts.index)))
+    image = ax.imshow(shares.to_numpy(), cmap="Blues", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(len(counts.columns)), [str(c) for c in counts.columns])
+    ax.set_yticks(range(len(counts.index)), [str(i) for i in counts.index])
+    ax.set_xlabel("new segment")
+    ax.set_ylabel("previous segment")
+    for i in range(len(counts.index)):
+        for j in range(len(counts.columns)):
+            dark = shares.iat[i, j] > 0.6
+            ax.text(j, i, f"{int(counts.iat[i, j])}", ha="center", va="center", color="white" if dark else "black")
+    ax.set_title("Segment migration (row share, customer counts)")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
     plt.close(fig)
     return fig

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
-from segmentation.config import SparkConfig
+from segmentation.config import SparkConfig, load_config
+from segmentation.feature_pipeline import run_feature_pipeline
+from segmentation.generator import generate
+from segmentation.io import write_table
 from segmentation.spark import get_spark
+from segmentation.training_pipeline import run_training
 
 os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)
 
@@ -33,3 +38,43 @@ def spark():
     session = get_spark(TEST_SPARK)
     yield session
     session.stop()
+
+
+BASE = Path(__file__).resolve().parent.parent / "conf" / "base.yaml"
+
+
+def make_config(root: Path, **extra):
+    sets = {
+        "generator.n_transactions": 30000,
+        "generator.n_customers": 1200,
+        "input.transactions.path": root / "tx",
+        "input.customers.path": root / "customers",
+        "features.output.path": root / "features",
+        "features.quarantine.path": root / "quarantine",
+        "features.quality.path": root / "quality",
+        "training.k_min": 2,
+        "training.k_max": 4,
+        "training.seed": 7,
+        "training.assignments.path": root / "assignments",
+        "training.ground_truth.enabled": "true",
+        "training.ground_truth.path": root / "ground_truth",
+        "mlflow.tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
+        "mlflow.artifact_location": root / "artifacts",
+        "mlflow.experiment": "test-segmentation",
+        **extra,
+    }
+    return load_config([BASE], [f"{k}={v}" for k, v in sets.items()])
+
+
+@pytest.fixture(scope="session")
+def trained(spark, tmp_path_factory):
+    """One small end-to-end run (30k transactions, 1,200 customers, k 2..4) shared by the training,
+    scoring and identity tests; each of them writes its own outputs beside it."""
+    root = tmp_path_factory.mktemp("training")
+    cfg = make_config(root)
+    tables = generate(spark, cfg.generator)
+    write_table(tables["transactions"], cfg.features.output.model_copy(update={"path": str(root / "tx")}))
+    write_table(tables["ground_truth"], cfg.features.output.model_copy(update={"path": str(root / "ground_truth")}))
+    run_feature_pipeline(spark, cfg)
+    result = run_training(spark, cfg)
+    return cfg, result
