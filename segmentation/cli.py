@@ -30,11 +30,27 @@ EXIT_USER_ERROR = 2
 _LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record, so a caller that swaps
+    stderr (a notebook cell, a test capturing output) never leaves it writing to a closed stream."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):  # noqa: D401 - logging reads this attribute
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; always follow sys.stderr
+        pass
+
+
 def configure_logging(level: str = "INFO") -> None:
     """Configure Python logging once per job (idempotent; notebooks keep their own handlers)."""
     root = logging.getLogger()
     if not any(getattr(h, "_segmentation", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter(_LOG_FORMAT, "%H:%M:%S"))
         handler._segmentation = True  # type: ignore[attr-defined]
         root.addHandler(handler)
