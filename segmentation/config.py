@@ -267,8 +267,12 @@ class TrainingConfig(_Section):
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
     ground_truth: GroundTruthConfig = Field(default_factory=lambda: GroundTruthConfig(path="data/ground_truth"))
-    # Register the champion and move mlflow.alias to it. False logs the model only.
+    # Register the champion in the model registry. False logs the model only.
     register_model: bool = True
+    # Move mlflow.alias to the new version: "auto" only when no version has the alias yet
+    # (the first model), "always" promotes every retrain, "never" registers a challenger.
+    # Promoting a retrain over a champion is therefore explicit.
+    promote: Literal["auto", "always", "never"] = "auto"
     assignments: OutputConfig = Field(default_factory=lambda: OutputConfig(path="data/segment_assignments"))
 
     @model_validator(mode="after")

@@ -39,13 +39,14 @@ from segmentation.identity import (
     initial_mapping,
     match_segments,
 )
-from segmentation.io import delta_version, read_table, write_table
+from segmentation.io import delta_version, read_table, table_exists, write_table
 from segmentation.models import build_estimator, param_record
+from segmentation.monitoring import drift_report, migration_matrix
 from segmentation.preprocessing import drop_degenerate_columns, fit_preprocessing, resolve_feature_columns
 from segmentation.profiles import segment_profile
 from segmentation.selection import Choice, choose
 
-__all__ = ["TrainingResult", "run_training", "load_feature_snapshot"]
+__all__ = ["TrainingResult", "load_feature_snapshot", "run_training", "training_reference"]
 
 log = logging.getLogger(__name__)
 
@@ -209,11 +210,12 @@ def run_training(spark: SparkSession, cfg: AppConfig, quality: dict[str, float] 
             cluster_model = build_estimator(champion, k, tcfg, tcfg.seed).fit(prepared)
         cluster_model.setPredictionCol(CLUSTER_COL)
         clustered = cluster_model.transform(prep_model.transform(snapshot))
-        identity = _stable_identity(cfg, snapshot, clustered, k)
+        previous = tracking.registered_model(cfg.mlflow.registered_model, cfg.mlflow.alias)
+        identity, old_segments = _stable_identity(cfg, previous, snapshot, clustered, k)
         full_model = PipelineModel(
             stages=[*prep_model.stages, cluster_model, SegmentRelabeler(mapping=identity.cluster_to_segment)]
         )
-        assigned = full_model.transform(snapshot)
+        assigned = full_model.transform(snapshot).persist(StorageLevel.MEMORY_AND_DISK)
 
         final_metrics = evaluate_clustering(cluster_model, assigned, "features", CLUSTER_COL, champion)
         sweep = pd.DataFrame(records)
@@ -229,6 +231,8 @@ def run_training(spark: SparkSession, cfg: AppConfig, quality: dict[str, float] 
                 "identity_retired": float(len(identity.retired_ids)),
             }
         )
+        if previous is not None and old_segments is not None:
+            _log_retraining(spark, cfg, previous, old_segments, assigned, snapshot, feature_cols, identity)
         profile = segment_profile(assigned.withColumn(SEGMENT_COL, F.col("prediction").cast("int")), feature_cols)
         tracking.log_table(profile.toPandas(), "profiles/segment_profile.csv")
         for name, figure in plots.sweep_figures(sweep).items():
@@ -238,14 +242,22 @@ def run_training(spark: SparkSession, cfg: AppConfig, quality: dict[str, float] 
         example = snapshot.select(*feature_cols).limit(5).toPandas()
         output = full_model.transform(snapshot.limit(5)).select("prediction").toPandas()
         model_uri = tracking.log_spark_model(full_model, example, output)
+        promote = tcfg.promote == "always" or (tcfg.promote == "auto" and previous is None)
         version = (
-            tracking.register_model(model_uri, cfg.mlflow.registered_model, cfg.mlflow.alias)
+            tracking.register_model(model_uri, cfg.mlflow.registered_model, cfg.mlflow.alias, make_champion=promote)
             if tcfg.register_model
             else None
         )
+        tracking.set_tags({"promoted": str(bool(version) and promote).lower()})
 
         assignments = _assignments(assigned, champion, as_of, version or parent.info.run_id)
-        write_table(assignments, tcfg.assignments, partition_by=["as_of"], replace_where={"as_of": as_of})
+        # Keyed by (snapshot, model version): a challenger never overwrites the champion's rows.
+        write_table(
+            assignments,
+            tcfg.assignments,
+            partition_by=["as_of"],
+            replace_where={"as_of": as_of, "model_version": str(version or parent.info.run_id)},
+        )
         extra = {}
         if tcfg.ground_truth.enabled:
             label = tcfg.ground_truth.label_column
@@ -257,6 +269,7 @@ def run_training(spark: SparkSession, cfg: AppConfig, quality: dict[str, float] 
             tracking.log_metrics(extra)
             log.info("adjusted Rand index against the planted segments: %.3f", extra["ground_truth_ari"])
         prepared.unpersist()
+        assigned.unpersist()
         if sample is not prepared:
             sample.unpersist()
         return TrainingResult(
@@ -273,26 +286,102 @@ def run_training(spark: SparkSession, cfg: AppConfig, quality: dict[str, float] 
         )
 
 
-def _stable_identity(cfg: AppConfig, snapshot: DataFrame, clustered: DataFrame, k: int) -> IdentityMapping:
-    """Match the new clusters to the current champion's segments (see ``segmentation.identity``)."""
-    previous = tracking.registered_model(cfg.mlflow.registered_model, cfg.mlflow.alias)
+def training_reference(
+    spark: SparkSession, cfg: AppConfig, model_version: str, run_tags: dict[str, str]
+) -> tuple[DataFrame | None, DataFrame | None]:
+    """A model version's training snapshot and the assignments it wrote, when both are still there."""
+    train_as_of = run_tags.get("feature_snapshot")
+    if not train_as_of:
+        return None, None
+    features = read_table(spark, cfg.features.output).where(F.col("as_of") == F.lit(train_as_of).cast("date"))
+    if not table_exists(spark, cfg.training.assignments):
+        return features, None
+    segments = read_table(spark, cfg.training.assignments).where(
+        (F.col("as_of") == F.lit(train_as_of).cast("date")) & (F.col("model_version") == F.lit(str(model_version)))
+    )
+    return features, (segments if segments.limit(1).count() else None)
+
+
+def _log_retraining(
+    spark: SparkSession,
+    cfg: AppConfig,
+    previous: tracking.LoadedModel,
+    old_segments: DataFrame,
+    assigned: DataFrame,
+    snapshot: DataFrame,
+    feature_cols: list[str],
+    identity: IdentityMapping,
+) -> None:
+    """What a promotion would change, logged on the retraining run.
+
+    * migration matrix: the champion's segments vs the new model's (stable) segments for
+      the customers of this snapshot, as a table, a heatmap and ``migration_stability``;
+    * centre movement: the distance (scaled feature space of the new model) between each
+      kept segment's old and new centre, as ``centre_shift_mean``/``centre_shift_max``;
+    * drift: PSI of every feature between the champion's training snapshot and this one,
+      and the segment-share shift between the champion's training assignments and these.
+    """
+    new_segments = assigned.select("customer_id", F.col("prediction").cast("int").alias("segment"))
+    migration, stability = migration_matrix(old_segments, new_segments)
+    shifts = [d["centroid_distance"] for d in identity.decisions if d["decision"] == "kept"]
+    shifts = [x for x in shifts if x is not None]
+    metrics = {"migration_stability": stability, "previous_champion_version": float(previous.version)}
+    if shifts:
+        metrics |= {"centre_shift_mean": float(np.mean(shifts)), "centre_shift_max": float(np.max(shifts))}
+    if not migration.empty:
+        tracking.log_table(migration.reset_index(), "migration/migration_matrix.csv")
+        tracking.log_figure(plots.migration_heatmap(migration), "migration/migration_matrix.png")
+    reference_features, reference_segments = training_reference(
+        spark, cfg, previous.version, tracking.run_tags(previous.run_id)
+    )
+    if reference_features is not None and reference_segments is not None:
+        common = [c for c in previous.input_columns if c in feature_cols] or feature_cols
+        drift = drift_report(
+            reference_features,
+            snapshot,
+            reference_segments,
+            new_segments,
+            common,
+            cfg.scoring.psi_threshold,
+            cfg.scoring.share_shift_threshold,
+        )
+        metrics |= drift.metrics()
+        tracking.log_dict(
+            {"psi": drift.psi, "drifted_features": drift.drifted_features,
+             "segment_share_shift": drift.segment_shift, "needs_retraining": drift.needs_retraining},
+            "monitoring/drift.json",
+        )  # fmt: skip
+    tracking.log_metrics(metrics)
+    tracking.set_tags({"previous_champion_version": previous.version})
+    log.info("retraining vs champion version %s: %.1f%% of customers keep their segment", previous.version,
+             100 * stability)  # fmt: skip
+
+
+def _stable_identity(
+    cfg: AppConfig, previous: tracking.LoadedModel | None, snapshot: DataFrame, clustered: DataFrame, k: int
+) -> tuple[IdentityMapping, DataFrame | None]:
+    """Match the new clusters to the current champion's segments (see ``segmentation.identity``).
+
+    Also returns the champion's segments for this snapshot (``customer_id``, ``segment``),
+    or ``None`` when there is no champion or it cannot score these features.
+    """
     if previous is None:
         log.info("no previous champion: segment ids are the cluster numbers")
-        return initial_mapping(k)
-    old_model, old_version, old_run = previous
+        return initial_mapping(k), None
+    old_model, old_version, old_run = previous.model, previous.version, previous.run_id
     old_identity = tracking.load_run_dict(old_run, IDENTITY_ARTIFACT)
     prior = IdentityMapping.from_dict(old_identity) if old_identity else initial_mapping(0)
     try:
         old = old_model.transform(snapshot).select("customer_id", F.col("prediction").cast("int").alias("old_segment"))
     except Exception as exc:  # noqa: BLE001 - a champion on other features cannot be compared
         log.warning("champion version %s cannot score this snapshot (%s); all segments get new ids", old_version, exc)
-        return match_segments(prior, [], [], np.zeros((0, 0)), n_clusters=k)
+        return match_segments(prior, [], [], np.zeros((0, 0)), n_clusters=k), None
     joined = clustered.select("customer_id", "features", CLUSTER_COL).join(old, "customer_id", how="inner")
     old_ids, new_clusters, counts = contingency(joined, "old_segment", CLUSTER_COL)
     icfg = cfg.training.identity
     distances = centroid_distances(joined, "features", "old_segment", CLUSTER_COL, old_ids, new_clusters)
     log.info("matching %d new clusters to %d segments of champion version %s", k, len(old_ids), old_version)
-    return match_segments(
+    mapping = match_segments(
         prior,
         old_ids,
         new_clusters,
@@ -303,6 +392,7 @@ def _stable_identity(cfg: AppConfig, snapshot: DataFrame, clustered: DataFrame, 
         min_overlap=icfg.min_overlap,
         max_centroid_distance=icfg.max_centroid_distance,
     )
+    return mapping, old.withColumnRenamed("old_segment", SEGMENT_COL)
 
 
 def _assignments(assigned: DataFrame, algorithm: str, as_of: str, model_version: str) -> DataFrame:

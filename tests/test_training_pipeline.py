@@ -6,51 +6,11 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from conftest import make_config
 from mlflow.tracking import MlflowClient
 
-from segmentation.config import load_config
 from segmentation.errors import ContractError
-from segmentation.feature_pipeline import run_feature_pipeline
-from segmentation.generator import generate
-from segmentation.io import write_table
 from segmentation.training_pipeline import run_training
-
-BASE = Path(__file__).resolve().parent.parent / "conf" / "base.yaml"
-
-
-def make_config(root: Path, **extra):
-    sets = {
-        "generator.n_transactions": 30000,
-        "generator.n_customers": 1200,
-        "input.transactions.path": root / "tx",
-        "input.customers.path": root / "customers",
-        "features.output.path": root / "features",
-        "features.quarantine.path": root / "quarantine",
-        "features.quality.path": root / "quality",
-        "training.k_min": 2,
-        "training.k_max": 4,
-        "training.seed": 7,
-        "training.assignments.path": root / "assignments",
-        "training.ground_truth.enabled": "true",
-        "training.ground_truth.path": root / "ground_truth",
-        "mlflow.tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
-        "mlflow.artifact_location": root / "artifacts",
-        "mlflow.experiment": "test-segmentation",
-        **extra,
-    }
-    return load_config([BASE], [f"{k}={v}" for k, v in sets.items()])
-
-
-@pytest.fixture(scope="module")
-def trained(spark, tmp_path_factory):
-    root = tmp_path_factory.mktemp("training")
-    cfg = make_config(root)
-    tables = generate(spark, cfg.generator)
-    write_table(tables["transactions"], cfg.features.output.model_copy(update={"path": str(root / "tx")}))
-    write_table(tables["ground_truth"], cfg.features.output.model_copy(update={"path": str(root / "ground_truth")}))
-    run_feature_pipeline(spark, cfg)
-    result = run_training(spark, cfg)
-    return cfg, result
 
 
 def test_parent_and_one_child_per_algorithm_and_k(trained):
@@ -107,18 +67,39 @@ def test_planted_segments_are_recovered(trained):
     assert result.metrics["ground_truth_ari"] > 0.3
 
 
-def test_retrain_with_another_seed_keeps_ids(spark, trained, tmp_path):
+def test_retrain_with_another_seed_keeps_ids_and_logs_migration_and_drift(spark, trained):
     cfg, first = trained
     cfg2 = make_config(Path(cfg.features.output.path).parent, **{
         "training.seed": 8, "training.algorithms": f"[{first.champion}]", "training.k_min": first.k,
-        "training.k_max": first.k, "training.assignments.path": tmp_path / "assignments2",
+        "training.k_max": first.k, "training.as_of": first.as_of,
     })  # fmt: skip
     second = run_training(spark, cfg2)
     assert second.identity.new_ids == [] and second.identity.retired_ids == []
-    old = {r.customer_id: r.segment for r in spark.read.format("delta").load(cfg.training.assignments.path).collect()}
-    new = {r.customer_id: r.segment for r in spark.read.format("delta").load(cfg2.training.assignments.path).collect()}
+    # promote=auto: a champion exists, so the retrain is a registered challenger and the alias stays.
+    client = MlflowClient()
+    alias = client.get_model_version_by_alias(cfg.mlflow.registered_model, cfg.mlflow.alias)
+    assert str(alias.version) == first.model_version != second.model_version
+    assignments = spark.read.format("delta").load(cfg.training.assignments.path).collect()
+    old = {r.customer_id: r.segment for r in assignments if r.model_version == first.model_version}
+    new = {r.customer_id: r.segment for r in assignments if r.model_version == second.model_version}
+    assert old.keys() == new.keys() and len(old) > 1000
     agree = sum(old[c] == new[c] for c in old) / len(old)
     assert agree > 0.9
+
+    run = client.get_run(second.run_id)
+    metrics = run.data.metrics
+    assert metrics["migration_stability"] == pytest.approx(agree, abs=1e-9)
+    assert metrics["previous_champion_version"] == float(first.model_version)
+    assert 0.0 <= metrics["centre_shift_mean"] <= metrics["centre_shift_max"] < 0.5
+    # Same snapshot as the champion's training: no feature drift, no retraining flag.
+    assert metrics["psi_max"] == pytest.approx(0.0, abs=1e-9) and metrics["needs_retraining"] == 0.0
+    assert metrics["segment_share_shift"] == pytest.approx(sum(
+        abs(sum(v == s for v in old.values()) - sum(v == s for v in new.values())) for s in set(old.values())
+    ) / 2 / len(old))  # fmt: skip
+    artifacts = {f.path for d in ("migration", "monitoring") for f in client.list_artifacts(second.run_id, d)}
+    assert {"migration/migration_matrix.csv", "migration/migration_matrix.png", "monitoring/drift.json"} <= artifacts
+    table = mlflow.artifacts.load_text(f"runs:/{second.run_id}/migration/migration_matrix.csv").splitlines()
+    assert len(table) == 1 + first.k  # header + one row per old segment
 
 
 def test_failure_inside_the_run_marks_it_failed(spark, trained):
