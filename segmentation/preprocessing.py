@@ -2,8 +2,12 @@
 
 Stages, in order: :class:`SignedLog1p` on skewed money / count / duration
 columns, :class:`QuantileCapper` (bounds fitted on the training data),
-``VectorAssembler``, ``StandardScaler`` (mean 0, std 1; a constant column
-scales to 0, never NaN) and an optional ``PCA``. Every stage is inside the
+``VectorAssembler``, ``StandardScaler`` (std 1; a constant column scales to 0,
+never NaN) and an optional ``PCA``. The scaler does not centre: every algorithm
+here is translation invariant under euclidean distance, and MLlib's
+BisectingKMeans splits a cluster by perturbing its centre in proportion to the
+centre's norm, so on mean-centred data the root (at the origin) never splits
+and the "k clusters" are one. Every stage is inside the
 fitted ``PipelineModel``, so scoring applies exactly the training transforms.
 The custom stages follow ``pyspark.ml``'s Params style and persist with
 ``DefaultParamsWritable``, so the saved model loads wherever ``segmentation``
@@ -15,6 +19,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from fnmatch import fnmatchcase
 
 from pyspark import keyword_only
 from pyspark.ml import Estimator, Model, Pipeline, PipelineModel, Transformer
@@ -156,7 +161,8 @@ class QuantileCapperModel(Model, _CapperParams, DefaultParamsReadable, DefaultPa
 
 
 def resolve_feature_columns(df: DataFrame, cfg: TrainingConfig) -> list[str]:
-    """The model's input columns: ``training.features`` or every numeric column, minus ``training.exclude``."""
+    """The model's input columns: ``training.features`` or every numeric column, minus ``training.exclude``
+    (names or shell-style patterns such as ``region_*``)."""
     numeric = [f.name for f in df.schema.fields if isinstance(f.dataType, _NUMERIC) and f.name not in _KEYS]
     if cfg.features is not None:
         missing = [c for c in cfg.features if c not in df.columns]
@@ -168,7 +174,7 @@ def resolve_feature_columns(df: DataFrame, cfg: TrainingConfig) -> list[str]:
         chosen = list(cfg.features)
     else:
         chosen = numeric
-    chosen = [c for c in chosen if c not in cfg.exclude]
+    chosen = [c for c in chosen if not any(fnmatchcase(c, pattern) for pattern in cfg.exclude)]
     if not chosen:
         raise ConfigError("training.features / training.exclude leave no feature column to train on")
     return chosen
@@ -230,7 +236,7 @@ def build_preprocessing(
         stages.append(QuantileCapper(inputCols=list(feature_cols), lower=low, upper=high))
     scaled_col = "features" if not pca_components else "scaled_features"
     stages.append(VectorAssembler(inputCols=list(feature_cols), outputCol="raw_features", handleInvalid="error"))
-    stages.append(StandardScaler(inputCol="raw_features", outputCol=scaled_col, withMean=True, withStd=True))
+    stages.append(StandardScaler(inputCol="raw_features", outputCol=scaled_col, withMean=False, withStd=True))
     if pca_components:
         stages.append(PCA(k=pca_components, inputCol=scaled_col, outputCol="features"))
     return Pipeline(stages=stages)

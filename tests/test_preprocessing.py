@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 from pyspark.ml import PipelineModel
-from pyspark.ml.clustering import GaussianMixture
+from pyspark.ml.clustering import BisectingKMeans, GaussianMixture
 from pyspark.ml.functions import vector_to_array
 from pyspark.testing import assertDataFrameEqual
 
@@ -58,6 +58,7 @@ def test_quantile_capper_fits_bounds_on_training_data_and_clips(spark):
 def test_resolve_feature_columns(features):
     cfg = TrainingConfig(exclude=["trend"])
     assert resolve_feature_columns(features, cfg) == ["net_spend", "n_purchases", "return_rate"]
+    assert resolve_feature_columns(features, TrainingConfig(exclude=["n_*", "tre?d"])) == ["net_spend", "return_rate"]
     with pytest.raises(ConfigError, match=r"training.features names column\(s\) \['nope'\]"):
         resolve_feature_columns(features, TrainingConfig(features=["net_spend", "nope"]))
     with pytest.raises(ConfigError, match="non-numeric"):
@@ -69,16 +70,24 @@ def test_auto_log_columns_skip_shares_and_rates():
     assert log_columns(cols, TrainingConfig()) == ["net_spend", "n_purchases", "T", "mean_gap_days"]
 
 
-def test_pipeline_scales_to_zero_mean_unit_variance_and_round_trips(features, tmp_path):
+def test_pipeline_scales_to_unit_variance_without_centring_and_round_trips(features, tmp_path):
     cols = ["net_spend", "n_purchases", "return_rate", "trend"]
     model = fit_preprocessing(features, cols, TrainingConfig())
     out = model.transform(features).select("customer_id", vector_to_array("features").alias("f")).toPandas()
     matrix = np.array(out["f"].tolist())
-    np.testing.assert_allclose(matrix.mean(axis=0), 0.0, atol=1e-9)
     np.testing.assert_allclose(matrix.std(axis=0, ddof=1), 1.0, atol=1e-9)
+    assert np.linalg.norm(matrix.mean(axis=0)) > 0.1  # not centred: see the next test
     model.write().overwrite().save(str(tmp_path / "prep"))
     loaded = PipelineModel.load(str(tmp_path / "prep"))
     assertDataFrameEqual(loaded.transform(features), model.transform(features))
+
+
+def test_bisecting_kmeans_splits_the_preprocessed_data_into_k_clusters(features):
+    # MLlib perturbs a cluster centre in proportion to its norm to split it; centred data
+    # (root centre at the origin) used to come back as a single cluster.
+    prepared = fit_preprocessing(features, ["net_spend", "n_purchases", "return_rate", "trend"], TrainingConfig())
+    model = BisectingKMeans(k=4, seed=1).fit(prepared.transform(features))
+    assert len(model.clusterCenters()) == 4 and min(model.summary.clusterSizes) > 0
 
 
 def test_pca_by_components_and_by_variance(features):
