@@ -245,6 +245,11 @@ class IdentityConfig(_Section):
     max_centroid_distance: float = Field(1.0, gt=0)
 
 
+DEFAULT_EXCLUDE = (
+    "churned", "age", "income", "region_*", "frequency", "recency", "T", "monetary_value", "n_transactions",
+)  # fmt: skip
+
+
 class TrainingConfig(_Section):
     """Preprocessing, the k sweep, selection and outputs of the training job."""
 
@@ -252,7 +257,11 @@ class TrainingConfig(_Section):
     as_of: dt.date | None = None
     # None = every numeric column except customer_id / as_of and those in `exclude`.
     features: list[str] | None = None
-    exclude: list[str] = Field(default_factory=lambda: ["churned"])
+    # Names or shell-style patterns. By default the model clusters on behaviour only: the churn
+    # label, customer attributes (described in the profiles instead), the lifetimes summary
+    # columns, which repeat n_purchase_days, tenure_days and avg_basket_value in other units, and
+    # n_transactions (n_purchases + n_returns) are left out so no behaviour is counted twice.
+    exclude: list[str] = Field(default_factory=lambda: list(DEFAULT_EXCLUDE))
     # "auto": money, count and duration columns (see segmentation.preprocessing.AUTO_LOG_PATTERN).
     log_features: list[str] | Literal["auto"] = "auto"
     cap_quantiles: tuple[float, float] | None = (0.01, 0.99)
