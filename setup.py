@@ -16,6 +16,8 @@ RUNTIME = [
     "pydantic==2.14.3",
     "PyYAML==6.0.3",
     "matplotlib==3.11.2",
+    "scipy==1.17.1",  # optimal assignment for stable segment ids and persona names
+    "Jinja2==3.1.6",  # the HTML segment report
 ]
 DEV = [
     "pytest==9.2.0",

@@ -16,6 +16,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,7 +44,8 @@ from segmentation.io import delta_version, read_table, table_exists, write_table
 from segmentation.models import build_estimator, param_record
 from segmentation.monitoring import drift_report, migration_matrix
 from segmentation.preprocessing import drop_degenerate_columns, fit_preprocessing, resolve_feature_columns
-from segmentation.profiles import segment_profile
+from segmentation.profiles import SegmentDescription, describe_segments
+from segmentation.report import SegmentReport, render_report
 from segmentation.selection import Choice, choose
 
 __all__ = ["TrainingResult", "load_feature_snapshot", "run_training", "training_reference"]
@@ -223,7 +225,28 @@ def run_training(spark: SparkSession, cfg: AppConfig, quality: dict[str, float] 
         tracking.log_metrics({f"champion_{m}": v for m, v in final_metrics.items() if not math.isnan(v)})
         tracking.log_dict(choice.rationale, "selection/chosen_k_rationale.json")
         tracking.log_table(sweep, "selection/sweep.csv")
+        raw = snapshot.join(
+            assigned.select("customer_id", F.col("prediction").cast("int").alias(SEGMENT_COL)), "customer_id"
+        )
+        pcfg = cfg.profiles
+        description = describe_segments(
+            raw,
+            feature_cols,
+            names={**identity.names, **pcfg.names},  # kept segments keep their name; config wins
+            rule_depth=pcfg.rule_depth,
+            horizon_days=pcfg.value_horizon_days,
+            top_n=pcfg.top_recommendations,
+            seed=tcfg.seed,
+        )
+        identity = identity.with_names(description.names)  # scoring reads the names from here
         tracking.log_dict(identity.as_dict(), IDENTITY_ARTIFACT)
+        tracking.log_table(description.profile, "profiles/segment_profile.csv")
+        tracking.log_dict(
+            {"fidelity": description.fidelity, "depth": pcfg.rule_depth, "rules": description.rules,
+             "separating_features": description.separating},
+            "profiles/segment_rules.json",
+        )  # fmt: skip
+        tracking.log_metrics({"rule_fidelity": description.fidelity})
         tracking.log_metrics(
             {
                 "identity_kept": float(sum(d["decision"] == "kept" for d in identity.decisions)),
@@ -233,8 +256,6 @@ def run_training(spark: SparkSession, cfg: AppConfig, quality: dict[str, float] 
         )
         if previous is not None and old_segments is not None:
             _log_retraining(spark, cfg, previous, old_segments, assigned, snapshot, feature_cols, identity)
-        profile = segment_profile(assigned.withColumn(SEGMENT_COL, F.col("prediction").cast("int")), feature_cols)
-        tracking.log_table(profile.toPandas(), "profiles/segment_profile.csv")
         for name, figure in plots.sweep_figures(sweep).items():
             tracking.log_figure(figure, f"charts/{name}.png")
         tracking.log_figure(plots.pca_scatter(assigned, "features", "prediction", tcfg.seed), "charts/pca_scatter.png")
@@ -258,6 +279,8 @@ def run_training(spark: SparkSession, cfg: AppConfig, quality: dict[str, float] 
             partition_by=["as_of"],
             replace_where={"as_of": as_of, "model_version": str(version or parent.info.run_id)},
         )
+        model_label = f"{cfg.mlflow.registered_model} v{version}" if version else f"run {parent.info.run_id}"
+        _write_profiles(spark, cfg, description, as_of, str(version or parent.info.run_id), model_label)
         extra = {}
         if tcfg.ground_truth.enabled:
             label = tcfg.ground_truth.label_column
@@ -284,6 +307,47 @@ def run_training(spark: SparkSession, cfg: AppConfig, quality: dict[str, float] 
             metrics={**final_metrics, **extra},
             identity=identity,
         )
+
+
+def _write_profiles(
+    spark: SparkSession,
+    cfg: AppConfig,
+    description: SegmentDescription,
+    as_of: str,
+    model_version: str,
+    model_label: str,
+) -> None:
+    """The profile Delta table (keyed by as_of and model_version) and the HTML report, to disk and MLflow."""
+    pcfg = cfg.profiles
+    table = description.profile.assign(model_version=model_version)
+    frame = spark.createDataFrame(table).withColumn("as_of", F.lit(as_of).cast("date"))
+    write_table(frame, pcfg.output, partition_by=["as_of"], replace_where={"as_of": as_of, "model_version":
+                model_version})  # fmt: skip
+    html = render_report(
+        SegmentReport(
+            title="Customer segments",
+            model=model_label,
+            as_of=as_of,
+            customers=int(description.profile["customers"].sum()),
+            fidelity=description.fidelity,
+            profile=description.profile,
+            names=description.names,
+            descriptions=dict(zip(description.profile["segment"].astype(int), description.profile["description"],
+                                  strict=True)),
+            rules=description.rules,
+            separating=description.separating,
+            recommendations=description.recommendations,
+            heatmap_features=description.model_features,
+        ),
+        horizon_days=pcfg.value_horizon_days,
+    )  # fmt: skip
+    tracking.log_text(html, "report/segment_report.html")
+    path = Path(pcfg.report_dir) / f"segment_report_{as_of}_{model_version}.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(path)  # atomic: a reader never sees half a report
+    log.info("segment report: %s", path.resolve())
 
 
 def training_reference(

@@ -49,13 +49,18 @@ def make_config(root: Path, **extra):
         "generator.n_customers": 1200,
         "input.transactions.path": root / "tx",
         "input.customers.path": root / "customers",
+        "input.customers.enabled": "true",  # attributes are profiled, not clustered on
+        "input.customers.numeric": "[age, income]",
+        "input.customers.categorical": "[region]",
         "features.output.path": root / "features",
         "features.quarantine.path": root / "quarantine",
         "features.quality.path": root / "quality",
         "training.k_min": 2,
-        "training.k_max": 4,
+        "training.k_max": 8,  # the generator plants 7 personas
         "training.seed": 7,
         "training.assignments.path": root / "assignments",
+        "profiles.output.path": root / "profiles",
+        "profiles.report_dir": root / "reports",
         "training.ground_truth.enabled": "true",
         "training.ground_truth.path": root / "ground_truth",
         "mlflow.tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
@@ -68,13 +73,14 @@ def make_config(root: Path, **extra):
 
 @pytest.fixture(scope="session")
 def trained(spark, tmp_path_factory):
-    """One small end-to-end run (30k transactions, 1,200 customers, k 2..4) shared by the training,
+    """One small end-to-end run (30k transactions, 1,200 customers, k 2..8) shared by the training,
     scoring and identity tests; each of them writes its own outputs beside it."""
     root = tmp_path_factory.mktemp("training")
     cfg = make_config(root)
     tables = generate(spark, cfg.generator)
     write_table(tables["transactions"], cfg.features.output.model_copy(update={"path": str(root / "tx")}))
     write_table(tables["ground_truth"], cfg.features.output.model_copy(update={"path": str(root / "ground_truth")}))
+    write_table(tables["customers"], cfg.features.output.model_copy(update={"path": str(root / "customers")}))
     run_feature_pipeline(spark, cfg)
     result = run_training(spark, cfg)
     return cfg, result

@@ -9,6 +9,7 @@ import pytest
 from conftest import make_config
 from mlflow.tracking import MlflowClient
 
+from segmentation import tracking
 from segmentation.errors import ContractError
 from segmentation.training_pipeline import run_training
 
@@ -20,7 +21,7 @@ def test_parent_and_one_child_per_algorithm_and_k(trained):
     runs = client.search_runs([experiment.experiment_id])
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == result.run_id]
     assert sorted((r.data.tags["algorithm"], r.data.tags["k"]) for r in children) == sorted(
-        (a, str(k)) for a in ("kmeans", "bisecting_kmeans", "gaussian_mixture") for k in (2, 3, 4)
+        (a, str(k)) for a in ("kmeans", "bisecting_kmeans", "gaussian_mixture") for k in range(2, 9)
     )
     assert len({tuple(sorted(r.data.params)) for r in children}) == 1
     assert len({tuple(sorted(r.data.metrics)) for r in children}) == 1
@@ -62,9 +63,29 @@ def test_champion_is_registered_with_alias_and_both_loaders_agree(spark, trained
     assert {r.model_version for r in assignments.collect()} == {result.model_version}
 
 
+def test_profiles_personas_rules_and_report_are_written_and_logged(spark, trained):
+    cfg, result = trained
+    client = MlflowClient()
+    profile = spark.read.format("delta").load(cfg.profiles.output.path).toPandas()
+    assert sorted(profile["segment"]) == list(range(result.k))
+    assert set(profile["model_version"]) == {result.model_version}
+    assert profile["name"].is_unique and profile["customer_share"].sum() == pytest.approx(1.0)
+    assert {"mean_age", "median_income", "z_recency_days", "churn_rate", "forward_value"} <= set(profile.columns)
+    assert dict(zip(profile["segment"], profile["name"], strict=True)) == result.identity.names
+    rules = mlflow.artifacts.load_dict(f"runs:/{result.run_id}/profiles/segment_rules.json")
+    # Measured 0.71 with depth-3 rules for 8 segments on this fixture.
+    assert rules["fidelity"] == client.get_run(result.run_id).data.metrics["rule_fidelity"] > 0.6
+    html = mlflow.artifacts.load_text(f"runs:/{result.run_id}/report/segment_report.html")
+    report = Path(cfg.profiles.report_dir) / f"segment_report_{result.as_of}_{result.model_version}.html"
+    assert report.read_text(encoding="utf-8") == html
+    assert all(f'id="segment-{s}"' in html for s in range(result.k))
+    assert all(name.replace("'", "&#39;") in html for name in result.identity.names.values())
+
+
 def test_planted_segments_are_recovered(trained):
     _, result = trained
-    assert result.metrics["ground_truth_ari"] > 0.3
+    # Measured 0.896 (bisecting_kmeans, k=8) on this fixture; 0.3 before clustering on behaviour only.
+    assert result.metrics["ground_truth_ari"] > 0.8
 
 
 def test_retrain_with_another_seed_keeps_ids_and_logs_migration_and_drift(spark, trained):
@@ -74,7 +95,15 @@ def test_retrain_with_another_seed_keeps_ids_and_logs_migration_and_drift(spark,
         "training.k_max": first.k, "training.as_of": first.as_of,
     })  # fmt: skip
     second = run_training(spark, cfg2)
-    assert second.identity.new_ids == [] and second.identity.retired_ids == []
+    # Another seed reproduces most clusters exactly; a cluster it draws differently (seed-to-seed
+    # ARI at k=8 on this fixture is about 0.9) must get a fresh id, never a reused one.
+    decisions = second.identity.decisions
+    kept = {d["segment"] for d in decisions if d["decision"] == "kept"}
+    assert len(kept) >= first.k - 1
+    assert all(second.identity.names[s] == first.identity.names[s] for s in kept)
+    assert all(s >= first.k for s in second.identity.new_ids)
+    assert set(second.identity.retired_ids) == set(range(first.k)) - kept
+    assert len(set(second.identity.names.values())) == first.k
     # promote=auto: a champion exists, so the retrain is a registered challenger and the alias stays.
     client = MlflowClient()
     alias = client.get_model_version_by_alias(cfg.mlflow.registered_model, cfg.mlflow.alias)
@@ -84,18 +113,28 @@ def test_retrain_with_another_seed_keeps_ids_and_logs_migration_and_drift(spark,
     new = {r.customer_id: r.segment for r in assignments if r.model_version == second.model_version}
     assert old.keys() == new.keys() and len(old) > 1000
     agree = sum(old[c] == new[c] for c in old) / len(old)
-    assert agree > 0.9
+    assert agree > 0.85
 
     run = client.get_run(second.run_id)
     metrics = run.data.metrics
     assert metrics["migration_stability"] == pytest.approx(agree, abs=1e-9)
     assert metrics["previous_champion_version"] == float(first.model_version)
-    assert 0.0 <= metrics["centre_shift_mean"] <= metrics["centre_shift_max"] < 0.5
-    # Same snapshot as the champion's training: no feature drift, no retraining flag.
-    assert metrics["psi_max"] == pytest.approx(0.0, abs=1e-9) and metrics["needs_retraining"] == 0.0
-    assert metrics["segment_share_shift"] == pytest.approx(sum(
-        abs(sum(v == s for v in old.values()) - sum(v == s for v in new.values())) for s in set(old.values())
-    ) / 2 / len(old))  # fmt: skip
+    shifts = [d["centroid_distance"] for d in decisions if d["decision"] == "kept"]
+    assert metrics["centre_shift_mean"] == pytest.approx(sum(shifts) / len(shifts))
+    assert metrics["centre_shift_max"] == pytest.approx(max(shifts)) and min(shifts) == 0.0
+    # Same snapshot as the champion's training: no feature drift; the segment mix moves only by
+    # the re-drawn cluster (total variation distance), and that alone decides the flag.
+    assert metrics["psi_max"] == pytest.approx(0.0, abs=1e-9)
+    shift = (
+        sum(
+            abs(sum(v == s for v in old.values()) - sum(v == s for v in new.values()))
+            for s in set(old.values()) | set(new.values())
+        )
+        / 2
+        / len(old)
+    )
+    assert metrics["segment_share_shift"] == pytest.approx(shift)
+    assert metrics["needs_retraining"] == float(shift > cfg.scoring.share_shift_threshold)
     artifacts = {f.path for d in ("migration", "monitoring") for f in client.list_artifacts(second.run_id, d)}
     assert {"migration/migration_matrix.csv", "migration/migration_matrix.png", "monitoring/drift.json"} <= artifacts
     table = mlflow.artifacts.load_text(f"runs:/{second.run_id}/migration/migration_matrix.csv").splitlines()
@@ -114,3 +153,21 @@ def test_failure_inside_the_run_marks_it_failed(spark, trained):
     )
     assert runs[0].info.status == "FAILED"
     assert "fewer than training.k_max" in runs[0].data.tags["error"]
+
+
+def test_promotion_moves_the_alias_and_keeps_the_previous_champion_restorable(trained):
+    cfg, first = trained
+    client = MlflowClient()
+    name, alias = cfg.mlflow.registered_model, cfg.mlflow.alias
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+    challenger = str(versions[-1])
+    assert challenger != first.model_version  # the retrain above registered a challenger
+    try:
+        assert tracking.promote(name, challenger, alias) == first.model_version
+        assert str(client.get_model_version_by_alias(name, alias).version) == challenger
+        assert str(client.get_model_version_by_alias(name, alias + "-previous").version) == first.model_version
+        assert client.get_model_version(name, challenger).tags["promoted_from"] == first.model_version
+    finally:  # restore: the scoring tests expect the first model to be the champion
+        tracking.promote(name, first.model_version, alias)
+    assert str(client.get_model_version_by_alias(name, alias).version) == first.model_version
+    assert str(client.get_model_version_by_alias(name, alias + "-previous").version) == challenger

@@ -1,0 +1,162 @@
+"""The segment report: one self-contained HTML page (charts embedded as PNG data URIs).
+
+Sections, in order: a summary (model, snapshot, customers, rule fidelity), segment
+sizes and revenue share charts, a profile heatmap (z-scores of the features against
+the whole base), and one card per segment with its name, description, KPIs, rules,
+separating features and recommended categories. Everything comes from the
+:class:`SegmentReport` data; this module only renders.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from jinja2 import Environment, select_autoescape  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+__all__ = ["SegmentReport", "render_report", "heatmap_figure", "share_figure"]
+
+
+@dataclass
+class SegmentReport:
+    title: str
+    model: str
+    as_of: str
+    customers: int
+    fidelity: float
+    profile: pd.DataFrame  # segment_profile rows (pandas)
+    names: dict[int, str]
+    descriptions: dict[int, str]
+    rules: dict[int, list[dict]]
+    separating: dict[int, list[tuple[str, float]]]
+    recommendations: dict[int, list[tuple[str, float]]]
+    heatmap_features: list[str] = field(default_factory=list)
+
+
+def _png(figure: Figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def share_figure(labels: list[str], values: list[float], title: str, color: str) -> Figure:
+    figure, ax = plt.subplots(figsize=(6, 0.45 * len(labels) + 1.2))
+    y = np.arange(len(labels))
+    ax.barh(y, [100 * v for v in values], color=color)
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("%")
+    ax.set_title(title)
+    for i, v in enumerate(values):
+        ax.text(100 * v, i, f" {100 * v:.1f}%", va="center", fontsize=8)
+    ax.set_xlim(0, max([100 * v for v in values] + [1]) * 1.2)
+    return figure
+
+
+def heatmap_figure(z: pd.DataFrame) -> Figure:
+    """Rows: segments (labelled), columns: features; colour: z-score, clipped to +-2."""
+    figure, ax = plt.subplots(figsize=(0.45 * z.shape[1] + 3, 0.5 * z.shape[0] + 2))
+    image = ax.imshow(z.to_numpy(float), cmap="RdBu_r", vmin=-2, vmax=2, aspect="auto")
+    ax.set_xticks(range(z.shape[1]), z.columns, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(z.shape[0]), z.index, fontsize=9)
+    ax.set_title("Profile: segment mean vs all customers (standard deviations)")
+    figure.colorbar(image, ax=ax, shrink=0.8)
+    return figure
+
+
+_TEMPLATE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ r.title }}</title>
+<style>
+ body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1100px;
+      padding:24px;color:#1d2733;background:#f7f8fa}
+ h1{margin:0 0 4px} .muted{color:#5b6b7b} section{margin:28px 0}
+ .charts{display:flex;flex-wrap:wrap;gap:16px} .charts img{background:#fff;border:1px solid #e1e5ea;
+      border-radius:6px;max-width:100%}
+ .kpis{display:flex;gap:12px;flex-wrap:wrap;margin:10px 0}
+ .kpi{background:#fff;border:1px solid #e1e5ea;border-radius:6px;padding:8px 12px;min-width:120px}
+ .kpi b{display:block;font-size:1.2em}
+ .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(480px,1fr));gap:16px}
+ .card{background:#fff;border:1px solid #e1e5ea;border-radius:8px;padding:16px}
+ .card h3{margin:0} .tag{display:inline-block;background:#e8f0fe;border-radius:10px;padding:2px 8px;
+      margin:2px;font-size:.85em}
+ table{border-collapse:collapse;font-size:.85em;width:100%} td,th{padding:3px 6px;text-align:left;
+      border-bottom:1px solid #eef0f3} code{font-size:1.05em}
+</style></head><body>
+<header id="summary"><h1>{{ r.title }}</h1>
+<p class="muted">Model {{ r.model }} · snapshot {{ r.as_of }} · {{ "{:,}".format(r.customers) }} customers ·
+{{ r.profile|length }} segments · rules reproduce the segment of {{ "%.0f"|format(100 * r.fidelity) }}% of
+customers</p></header>
+<section id="sizes"><h2>Segment sizes and revenue</h2><div class="charts">
+<img alt="Segment sizes" src="{{ sizes }}"><img alt="Revenue share" src="{{ revenue }}"></div></section>
+<section id="heatmap"><h2>Profile heatmap</h2><div class="charts"><img alt="Profile heatmap" src="{{ heatmap }}">
+</div></section>
+<section id="segments"><h2>Segments</h2><div class="cards">
+{% for s in segments %}<div class="card" id="segment-{{ s.id }}">
+<h3>{{ s.name }} <span class="muted">· segment {{ s.id }}</span></h3>
+<p>{{ s.description }}</p>
+<div class="kpis">
+ <div class="kpi">customers<b>{{ "{:,}".format(s.customers) }}</b>{{ "%.1f"|format(100 * s.customer_share) }}%</div>
+ <div class="kpi">revenue share<b>{{ "%.1f"|format(100 * s.revenue_share) }}%</b></div>
+ <div class="kpi">value / customer<b>{{ s.historical }}</b>next {{ horizon }} d: {{ s.forward }}</div>
+ <div class="kpi">churn rate<b>{{ s.churn }}</b></div>
+</div>
+<h4>Who is in it</h4>{% if s.rules %}<table><tr><th>rule</th><th>customers</th><th>precision</th><th>recall</th></tr>
+{% for rule in s.rules %}<tr><td><code>{{ rule.rule }}</code></td><td>{{ rule.coverage }}</td>
+<td>{{ "%.0f"|format(100 * rule.precision) }}%</td><td>{{ "%.0f"|format(100 * rule.recall) }}%</td></tr>
+{% endfor %}</table>{% else %}<p class="muted">No leaf of the rule tree predicts this segment; see the separating
+features.</p>{% endif %}
+<h4>What sets it apart</h4><p>{% for f, z in s.separating %}<span class="tag">{{ f }} {{ "%+.1f"|format(z) }} sd
+</span>{% endfor %}</p>
+<h4>Recommended categories</h4><p>{% for c, lift in s.recommendations %}<span class="tag">{{ c }} ×{{
+"%.1f"|format(lift) }}</span>{% else %}<span class="muted">none above the base rate</span>{% endfor %}</p>
+</div>{% endfor %}</div></section>
+</body></html>
+"""
+
+
+def _money(value: Any) -> str:
+    return "n/a" if value is None or pd.isna(value) else f"{float(value):,.0f}"
+
+
+def render_report(r: SegmentReport, horizon_days: int = 365) -> str:
+    profile = r.profile.sort_values("segment")
+    labels = [f"{r.names[int(s)]} ({int(s)})" for s in profile["segment"]]
+    sizes = _png(share_figure(labels, profile["customer_share"].tolist(), "Share of customers", "#4c78a8"))
+    revenue = _png(share_figure(labels, profile["revenue_share"].tolist(), "Share of revenue", "#f58518"))
+    features = r.heatmap_features or [c[2:] for c in profile.columns if c.startswith("z_")]
+    z = pd.DataFrame({f: profile[f"z_{f}"].to_numpy(float) for f in features}, index=labels)
+    heatmap = _png(heatmap_figure(z))
+    segments = []
+    for _, row in profile.iterrows():
+        s = int(row["segment"])
+        churn = row.get("churn_rate")
+        segments.append(
+            {
+                "id": s,
+                "name": r.names[s],
+                "description": r.descriptions.get(s, ""),
+                "customers": int(row["customers"]),
+                "customer_share": float(row["customer_share"]),
+                "revenue_share": float(row["revenue_share"]),
+                "historical": _money(row.get("historical_value")),
+                "forward": _money(row.get("forward_value")),
+                "churn": "n/a" if churn is None or pd.isna(churn) else f"{100 * float(churn):.0f}%",
+                "rules": r.rules.get(s, [])[:3],
+                "separating": r.separating.get(s, []),
+                "recommendations": r.recommendations.get(s, []),
+            }
+        )
+    env = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
+    return env.from_string(_TEMPLATE).render(
+        r=r, sizes=sizes, revenue=revenue, heatmap=heatmap, segments=segments, horizon=horizon_days
+    )
