@@ -209,3 +209,28 @@ def test_the_job_exits_2_with_one_line_when_no_model_is_registered(tmp_path, cap
     assert code == 2
     assert err[-1].startswith("score_customers: error: registered model 'customer-segments@champion' not found")
     assert not (tmp_path / "current").exists()
+
+
+def test_scoring_can_compute_the_snapshot_with_the_feature_job_first(spark, scoring, tmp_path):
+    cfg, trained, segment, *_, train_as_of = scoring
+    sets = {
+        "features.output.path": tmp_path / "features",
+        "features.quarantine.path": tmp_path / "quarantine",
+        "features.quality.path": tmp_path / "quality",
+        "scoring.compute_features": "true",
+        "scoring.as_of": train_as_of,
+        "scoring.current.path": tmp_path / "current",
+        "scoring.history.path": tmp_path / "history",
+    }
+    from conftest import make_config
+
+    cfg = make_config(Path(trained_root(cfg)), **sets)
+    result = run_scoring(spark, cfg)
+    assert result.as_of == str(train_as_of)
+    current = {r.customer_id: r.segment for r in spark.read.format("delta").load(str(tmp_path / "current")).collect()}
+    assert current == segment  # the same window gives the same features, so the same segments
+
+
+def trained_root(cfg) -> Path:
+    """The trained fixture's folder (its transactions are under tx/)."""
+    return Path(cfg.input.transactions.path).parent
