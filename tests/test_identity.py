@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import mlflow
 import numpy as np
 import pytest
 from pyspark.ml import PipelineModel
@@ -85,3 +86,77 @@ def test_contingency_and_centroids_in_spark(spark):
 def test_mapping_round_trips_through_a_dict():
     mapping = initial_mapping(2).with_names({0: "A", 1: "B"})
     assert IdentityMapping.from_dict(mapping.as_dict()) == mapping
+
+
+# --------------------------------------------------------------------------- end to end: retrain after a planted change
+
+CENTRES = {"A": (0.0, 0.0, 0.0), "B": (10.0, 0.0, 0.0), "C": (0.0, 10.0, 0.0), "D": (0.0, 0.0, 10.0)}
+
+
+def _blob_rows(rng, label, centre, ids, as_of):
+    points = np.asarray(centre) + rng.normal(0.0, 0.3, (len(ids), 3))
+    return [(cid, as_of, *map(float, p)) for cid, p in zip(ids, points, strict=True)]
+
+
+def test_retrain_after_a_split_and_a_vanished_persona_keeps_the_other_ids(spark, tmp_path):
+    """Month 1: four blobs A-D. Month 2: A and B unchanged, C splits 60/40 into two blobs, D's
+    customers are gone. The retrain keeps A, B and C (its 60% part) under their ids, gives the
+    40% part a fresh id, retires D's id, and scoring and history carry the stable ids."""
+    import datetime as dt
+
+    from conftest import make_config
+
+    from segmentation.io import write_table
+    from segmentation.scoring_pipeline import run_scoring
+    from segmentation.training_pipeline import run_training
+
+    rng = np.random.default_rng(11)
+    month1, month2 = dt.date(2024, 1, 31), dt.date(2024, 2, 29)
+    ids = {label: [f"{label}{i:03d}" for i in range(100)] for label in CENTRES}
+    rows = [r for label, c in CENTRES.items() for r in _blob_rows(rng, label, c, ids[label], month1)]
+    rows += [r for label in "AB" for r in _blob_rows(rng, label, CENTRES[label], ids[label], month2)]
+    # Every axis keeps a spread after D leaves, so scaling to unit variance never blows up mere noise.
+    rows += _blob_rows(rng, "C1", (0.0, 10.0, -6.0), ids["C"][:60], month2)
+    rows += _blob_rows(rng, "C2", (0.0, 10.0, 6.0), ids["C"][60:], month2)
+    features = spark.createDataFrame(rows, "customer_id STRING, as_of DATE, x DOUBLE, y DOUBLE, z DOUBLE")
+    cfg = make_config(tmp_path, **{
+        "training.algorithms": "[kmeans]", "training.k_min": 4, "training.k_max": 4,
+        "training.ground_truth.enabled": "false", "training.as_of": month1, "scoring.as_of": month1,
+        "scoring.current.path": tmp_path / "current", "scoring.history.path": tmp_path / "history",
+        "mlflow.experiment": "planted-change",
+    })  # fmt: skip
+    write_table(features, cfg.features.output, partition_by=["as_of"])
+
+    first = run_training(spark, cfg)
+    run_scoring(spark, cfg)
+    old = {r.customer_id: r.segment for r in spark.read.format("delta").load(str(tmp_path / "current")).collect()}
+    seg = {label: old[ids[label][0]] for label in CENTRES}
+    assert all(old[c] == seg[label] for label in CENTRES for c in ids[label])  # the blobs are the segments
+
+    later = cfg.model_copy(update={
+        "training": cfg.training.model_copy(update={"as_of": month2, "promote": "always"}),
+        "scoring": cfg.scoring.model_copy(update={"as_of": month2}),
+    })  # fmt: skip
+    second = run_training(spark, later)
+    decisions = {d["segment"]: d["decision"] for d in second.identity.decisions if d["decision"] != "retired"}
+    assert decisions == {seg["A"]: "kept", seg["B"]: "kept", seg["C"]: "kept", 4: "new"}
+    assert second.identity.new_ids == [4] and second.identity.retired_ids == [seg["D"]]
+    assert all(second.identity.names[seg[x]] == first.identity.names[seg[x]] for x in "ABC")
+    mapping = mlflow.artifacts.load_dict(f"runs:/{second.run_id}/identity/segment_mapping.json")
+    assert mapping["retired_ids"] == [seg["D"]] and mapping["new_ids"] == [4]
+
+    run_scoring(spark, later)  # with the promoted retrain
+    current = {r.customer_id: r for r in spark.read.format("delta").load(str(tmp_path / "current")).collect()}
+    assert all(current[c].segment == seg[x] and current[c].active for x in "AB" for c in ids[x])
+    assert all(current[c].segment == seg["C"] for c in ids["C"][:60])
+    assert all(current[c].segment == 4 for c in ids["C"][60:])
+    assert all(not current[c].active and current[c].segment == seg["D"] for c in ids["D"])
+    history = spark.read.format("delta").load(str(tmp_path / "history")).collect()
+    spells = {}
+    for r in history:
+        spells.setdefault(r.customer_id, []).append((r.segment, r.valid_from, r.valid_to))
+    # History opens a spell per model version; an unchanged customer's segment id is the same in both.
+    assert all(sorted(spells[c], key=lambda s: s[1]) == [(seg["A"], month1, month2), (seg["A"], month2, None)]
+               for c in ids["A"])  # fmt: skip
+    assert all(sorted(spells[c], key=lambda s: s[1]) == [(seg["C"], month1, month2), (4, month2, None)]
+               for c in ids["C"][60:])  # fmt: skip
