@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -93,14 +94,33 @@ def run_job(name: str, body: Callable[[], object]) -> int:
         body()
     except SegmentationError as exc:
         log.debug("job failed", exc_info=True)
-        print(f"{name}: error: {exc}", file=sys.stderr)
+        _reason(f"{name}: error: {exc}")
         return EXIT_USER_ERROR
     except Exception as exc:  # noqa: BLE001 - the job's last line of defence
         log.exception("job failed")
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"{name}: failed: {type(exc).__name__}: {reason}", file=sys.stderr)
+        _reason(f"{name}: failed: {type(exc).__name__}: {reason}")
         return EXIT_FAILURE
     return EXIT_OK
+
+
+def _reason(line: str) -> None:
+    """The one-line reason, on stderr. spark-submit merges the Python process's stderr into its own
+    stdout, so under spark-submit the line also goes to the JVM's stderr (spark-submit's stderr)."""
+    line = " ".join(line.split("\n"))
+    print(line, file=sys.stderr, flush=True)
+    if "PYSPARK_GATEWAY_PORT" in os.environ:
+        from pyspark import SparkContext
+
+        try:
+            if SparkContext._gateway is None:  # failed before the session existed: connect to the JVM
+                from pyspark.java_gateway import launch_gateway
+
+                SparkContext._gateway = launch_gateway()
+            SparkContext._gateway.jvm.System.err.println(line)
+            SparkContext._gateway.jvm.System.err.flush()
+        except Exception:  # noqa: BLE001 - the JVM may already be gone; stdout still has the line
+            pass
 
 
 def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
