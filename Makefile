@@ -27,11 +27,14 @@ demo: install
 	$(BIN)/python jobs/generate_transactions.py --set generator.n_transactions=$(N_TRANSACTIONS)
 	$(BIN)/python jobs/build_features.py
 	$(BIN)/python jobs/train_segments.py
+	$(BIN)/python jobs/score_customers.py
 	@echo ""
 	@echo "Outputs (Delta tables under ./data):"
 	@echo "  transactions  data/transactions    customers   data/customers      ground truth  data/ground_truth"
 	@echo "  features      data/features        quarantine  data/features_quarantine   quality  data/features_quality"
-	@echo "  segments      data/segment_assignments"
+	@echo "  segments      data/segment_assignments   profiles  data/segment_profiles"
+	@echo "  scoring       data/segments_current      history   data/segments_history"
+	@echo "Segment report: reports/segment_report_<as_of>_<model version>.html (also on the training run in MLflow)"
 	@echo "MLflow runs: mlflow.db (artifacts in ./mlartifacts); registered model customer-segments@champion"
 	@echo "Compare the runs in the MLflow UI (localhost only):"
 	@echo "  $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000"
@@ -44,4 +47,4 @@ lint: install
 	$(BIN)/ruff format --check segmentation jobs tests
 
 clean:
-	rm -rf data mlruns mlartifacts mlflow.db spark-warehouse metastore_db derby.log .pytest_cache
+	rm -rf data reports mlruns mlartifacts mlflow.db spark-warehouse metastore_db derby.log .pytest_cache
