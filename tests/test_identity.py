@@ -133,6 +133,13 @@ def test_retrain_after_a_split_and_a_vanished_persona_keeps_the_other_ids(spark,
     seg = {label: old[ids[label][0]] for label in CENTRES}
     assert all(old[c] == seg[label] for label in CENTRES for c in ids[label])  # the blobs are the segments
 
+    # Same data, another seed, not promoted: every id and name is kept.
+    reseeded = cfg.model_copy(update={"training": cfg.training.model_copy(update={"seed": 99, "promote": "never"})})
+    again = run_training(spark, reseeded)
+    assert {d["decision"] for d in again.identity.decisions} == {"kept"}
+    assert again.identity.new_ids == [] and again.identity.retired_ids == []
+    assert again.identity.names == first.identity.names
+
     later = cfg.model_copy(update={
         "training": cfg.training.model_copy(update={"as_of": month2, "promote": "always"}),
         "scoring": cfg.scoring.model_copy(update={"as_of": month2}),
