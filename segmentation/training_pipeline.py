@@ -166,7 +166,7 @@ def run_training(spark: SparkSession, cfg: AppConfig, quality: dict[str, float] 
         stability_seeds = [tcfg.seed + i for i in range(1, tcfg.selection.stability_seeds)]
         for algorithm in tcfg.algorithms:
             for k in range(tcfg.k_min, tcfg.k_max + 1):
-                started = time.perf_counter()
+                started, wall_start = time.perf_counter(), time.time()
                 model = build_estimator(algorithm, k, tcfg, tcfg.seed).fit(sample)
                 predictions = model.transform(sample).persist()
                 metrics = evaluate_clustering(model, predictions, "features", "prediction", algorithm)
@@ -188,6 +188,7 @@ def run_training(spark: SparkSession, cfg: AppConfig, quality: dict[str, float] 
                     params={**param_record(algorithm, k, tcfg, tcfg.seed), "as_of": as_of, "sample_rows": n_sample},
                     metrics={m: v for m, v in record.items() if m not in ("algorithm", "k")},
                     tags={**tags, "algorithm": algorithm, "k": k, "role": "candidate"},
+                    started=wall_start,
                 )
                 log.info(
                     "%s k=%d silhouette=%.3f stability=%.3f (%.1fs)",

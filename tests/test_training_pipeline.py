@@ -29,6 +29,8 @@ def test_parent_and_one_child_per_algorithm_and_k(trained):
         children[0].data.metrics
     )
     assert all(r.info.status == "FINISHED" for r in children)
+    # The UI's Duration column shows each candidate's fit and evaluation time.
+    assert all((r.info.end_time - r.info.start_time) / 1000 >= r.data.metrics["fit_seconds"] for r in children)
     parent = client.get_run(result.run_id)
     assert parent.info.status == "FINISHED"
     tags = parent.data.tags
