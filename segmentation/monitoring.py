@@ -115,6 +115,15 @@ class DriftReport:
     def needs_retraining(self) -> bool:
         return bool(self.drifted_features) or self.segment_shift > self.shift_threshold
 
+    def summary(self) -> dict:
+        """What ``monitoring/drift.json`` holds."""
+        return {
+            "psi": self.psi,
+            "drifted_features": self.drifted_features,
+            "segment_share_shift": self.segment_shift,
+            "needs_retraining": self.needs_retraining,
+        }
+
     def metrics(self) -> dict[str, float]:
         return {
             **{f"psi_{f}": v for f, v in self.psi.items()},

@@ -44,6 +44,7 @@ __all__ = [
     "fit_preprocessing",
     "log_columns",
     "resolve_feature_columns",
+    "NUMERIC_TYPES",
 ]
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ AUTO_LOG_PATTERN = re.compile(
 )
 # Shares and rates live in [0, 1] already.
 _BOUNDED_PATTERN = re.compile(r"(share|rate|^cat_|^chan_)", re.IGNORECASE)
-_NUMERIC = (T.DoubleType, T.FloatType, T.IntegerType, T.LongType, T.ShortType, T.DecimalType)
+NUMERIC_TYPES = (T.DoubleType, T.FloatType, T.IntegerType, T.LongType, T.ShortType, T.DecimalType)
 _KEYS = ("customer_id", "as_of")
 
 
@@ -163,7 +164,7 @@ class QuantileCapperModel(Model, _CapperParams, DefaultParamsReadable, DefaultPa
 def resolve_feature_columns(df: DataFrame, cfg: TrainingConfig) -> list[str]:
     """The model's input columns: ``training.features`` or every numeric column, minus ``training.exclude``
     (names or shell-style patterns such as ``region_*``)."""
-    numeric = [f.name for f in df.schema.fields if isinstance(f.dataType, _NUMERIC) and f.name not in _KEYS]
+    numeric = [f.name for f in df.schema.fields if isinstance(f.dataType, NUMERIC_TYPES) and f.name not in _KEYS]
     if cfg.features is not None:
         missing = [c for c in cfg.features if c not in df.columns]
         if missing:

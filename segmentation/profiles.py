@@ -36,7 +36,8 @@ from dataclasses import dataclass
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
+
+from segmentation.preprocessing import NUMERIC_TYPES
 
 __all__ = [
     "SegmentDescription", "category_columns", "category_lift", "describe_segments", "profile_columns",
@@ -44,13 +45,12 @@ __all__ = [
 ]  # fmt: skip
 
 _KEYS = {"customer_id", "as_of", "segment", "cluster", "prediction", "probability", "model_version"}
-_NUMERIC = (T.DoubleType, T.FloatType, T.IntegerType, T.LongType, T.ShortType, T.DecimalType)
 MIN_TENURE_DAYS = 30
 
 
 def profile_columns(df: DataFrame) -> list[str]:
     """Every numeric column of a feature table but the keys, in table order."""
-    return [f.name for f in df.schema.fields if isinstance(f.dataType, _NUMERIC) and f.name not in _KEYS]
+    return [f.name for f in df.schema.fields if isinstance(f.dataType, NUMERIC_TYPES) and f.name not in _KEYS]
 
 
 def category_columns(columns: Sequence[str]) -> list[str]:

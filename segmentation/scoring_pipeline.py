@@ -29,7 +29,6 @@ from pyspark import StorageLevel
 from pyspark.ml.functions import vector_to_array
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from segmentation import plots, tracking
 from segmentation.config import AppConfig
@@ -43,13 +42,12 @@ from segmentation.io import (
     table_exists,
 )
 from segmentation.monitoring import DriftReport, drift_report, migration_matrix
+from segmentation.preprocessing import NUMERIC_TYPES
 from segmentation.training_pipeline import IDENTITY_ARTIFACT, training_reference
 
 __all__ = ["ScoringResult", "check_schema", "run_scoring", "score"]
 
 log = logging.getLogger(__name__)
-
-_NUMERIC = (T.DoubleType, T.FloatType, T.IntegerType, T.LongType, T.ShortType, T.DecimalType)
 
 
 @dataclass
@@ -71,7 +69,7 @@ def check_schema(features: DataFrame, loaded: tracking.LoadedModel, location: st
     types = {f.name: f.dataType for f in features.schema.fields}
     missing = [c for c in loaded.input_columns if c not in types]
     wrong = [f"{c} ({types[c].simpleString()})" for c in loaded.input_columns if c in types and not
-             isinstance(types[c], _NUMERIC)]  # fmt: skip
+             isinstance(types[c], NUMERIC_TYPES)]  # fmt: skip
     if missing or wrong:
         problems = []
         if missing:
@@ -177,11 +175,7 @@ def run_scoring(spark: SparkSession, cfg: AppConfig) -> ScoringResult:
             tracking.log_figure(plots.migration_heatmap(migration), "monitoring/migration_matrix.png")
         if drift is not None:
             tracking.log_metrics(drift.metrics())
-            tracking.log_dict(
-                {"psi": drift.psi, "drifted_features": drift.drifted_features, "segment_share_shift":
-                 drift.segment_shift, "needs_retraining": drift.needs_retraining},
-                "monitoring/drift.json",
-            )  # fmt: skip
+            tracking.log_dict(drift.summary(), "monitoring/drift.json")
             tracking.set_tags({"needs_retraining": str(drift.needs_retraining).lower()})
             if drift.needs_retraining:
                 log.warning(

@@ -411,11 +411,7 @@ def _log_retraining(
             cfg.scoring.share_shift_threshold,
         )
         metrics |= drift.metrics()
-        tracking.log_dict(
-            {"psi": drift.psi, "drifted_features": drift.drifted_features,
-             "segment_share_shift": drift.segment_shift, "needs_retraining": drift.needs_retraining},
-            "monitoring/drift.json",
-        )  # fmt: skip
+        tracking.log_dict(drift.summary(), "monitoring/drift.json")
     tracking.log_metrics(metrics)
     tracking.set_tags({"previous_champion_version": previous.version})
     log.info("retraining vs champion version %s: %.1f%% of customers keep their segment", previous.version,

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +18,7 @@ from pathlib import Path
 
 import pyspark
 import pytest
+from conftest import free_port, stop_process_group
 from mlflow.tracking import MlflowClient
 
 from segmentation.spark import delta_maven_coordinate
@@ -28,26 +27,11 @@ SPARK_BIN = Path(pyspark.__file__).parent / "bin"
 PROJECT = Path(__file__).resolve().parent.parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(
         [str(SPARK_BIN / "spark-class"), *args], stdout=log.open("w"), stderr=subprocess.STDOUT,
         env=env, start_new_session=True,
     )  # fmt: skip
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
 
 
 def _master_state(ui_port: int) -> dict:
@@ -58,7 +42,7 @@ def _master_state(ui_port: int) -> dict:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     root = tmp_path_factory.mktemp("standalone")
-    port, ui_port, worker_ui = _free_port(), _free_port(), _free_port()
+    port, ui_port, worker_ui = free_port(), free_port(), free_port()
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_WORKER_DIR": str(root / "work"),
            "PYSPARK_PYTHON": sys.executable}  # fmt: skip
     master = _start(["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
@@ -82,8 +66,8 @@ def cluster(tmp_path_factory):
         yield url, ui_port, root, env
     finally:
         if worker is not None:
-            _stop(worker)
-        _stop(master)
+            stop_process_group(worker)
+        stop_process_group(master)
 
 
 def _submit(cluster, job: str, *sets: str) -> subprocess.CompletedProcess:

@@ -6,9 +6,6 @@ model is uploaded and downloaded over HTTP and its checksum is verified on the w
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +14,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import make_config
+from conftest import free_port, make_config, stop_process_group
 from mlflow.tracking import MlflowClient
 
 from segmentation import tracking
@@ -26,16 +23,10 @@ from segmentation.scoring_pipeline import run_scoring
 from segmentation.training_pipeline import run_training
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, trained):
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
+    port = free_port()
     log = (root / "server.log").open("w")
     process = subprocess.Popen(
         [
@@ -60,11 +51,7 @@ def server(tmp_path_factory, trained):
             time.sleep(0.5)
         yield url, root
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        stop_process_group(process)
         log.close()
         tracking.configure(trained[0].mlflow)  # later tests use the shared SQLite store again
 
