@@ -5,7 +5,8 @@ the exception into one line on stderr and a non-zero exit code:
 
 * 0: success;
 * 2: a user-facing problem (:class:`~segmentation.errors.SegmentationError`:
-  bad config, bad input, quarantine threshold...);
+  bad config, bad input, an input file Spark cannot read, quarantine threshold,
+  a Delta write conflict with another run...);
 * 1: anything else (a bug or an infrastructure failure), with the traceback in
   the log.
 """
@@ -20,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from segmentation.config import AppConfig, default_config_files, load_config
-from segmentation.errors import SegmentationError
+from segmentation.errors import SegmentationError, from_spark_failure
 
 __all__ = ["configure_logging", "job_parser", "config_from_args", "run_job"]
 
@@ -97,6 +98,11 @@ def run_job(name: str, body: Callable[[], object]) -> int:
         _reason(f"{name}: error: {exc}")
         return EXIT_USER_ERROR
     except Exception as exc:  # noqa: BLE001 - the job's last line of defence
+        user_error = from_spark_failure(exc)
+        if user_error is not None:  # a Spark failure caused by the input (an unreadable file)
+            log.debug("job failed", exc_info=True)
+            _reason(f"{name}: error: {user_error}")
+            return EXIT_USER_ERROR
         log.exception("job failed")
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         _reason(f"{name}: failed: {type(exc).__name__}: {reason}")

@@ -37,3 +37,51 @@ class ModelMismatchError(SegmentationError):
 
 class ModelNotFoundError(ModelMismatchError):
     """The registered model, version or alias to load does not exist."""
+
+
+class InputReadError(SegmentationError):
+    """An input file exists but cannot be read: it is corrupt, or a column's type differs between files."""
+
+
+class ConcurrentWriteError(SegmentationError):
+    """Another run committed to the same Delta table first; this run committed nothing to it."""
+
+
+def from_spark_failure(exc: BaseException) -> SegmentationError | None:
+    """The user-facing error behind a Spark failure, or None when it is not one.
+
+    A file Spark cannot read surfaces as a ``FAILED_READ_FILE`` error on the JVM side
+    (raised from whatever action first touched the file, often wrapped in a job
+    failure); this finds it in the Java cause chain and names the file and, where
+    Spark knows it, the column.
+    """
+    throwable = getattr(exc, "java_exception", None) or getattr(exc, "_origin", None)
+    seen = 0
+    while throwable is not None and seen < 20:
+        condition = _call(throwable, "getCondition") or ""
+        if condition.startswith("FAILED_READ_FILE"):
+            message = _clean(_call(throwable, "getMessage") or condition)
+            root = throwable
+            while _call(root, "getCause") is not None:
+                root = root.getCause()
+            detail = _clean(_call(root, "getMessage") or "") if root is not throwable else ""
+            hint = f" ({detail})" if detail and detail not in message else ""
+            return InputReadError(f"{message}{hint}; remove, replace or rewrite that file and rerun")
+        throwable = _call(throwable, "getCause")
+        seen += 1
+    return None
+
+
+def _call(obj: object, method: str):
+    try:
+        return getattr(obj, method)()
+    except Exception:  # noqa: BLE001 - a py4j proxy may lack the method or the JVM may be gone
+        return None
+
+
+def _clean(message: str) -> str:
+    """Spark's message without its [CONDITION] prefix, SQLSTATE suffix and later lines."""
+    text = message.strip().splitlines()[0] if message.strip() else ""
+    if text.startswith("[") and "] " in text:
+        text = text.split("] ", 1)[1]
+    return text.split(" SQLSTATE:")[0].strip().rstrip(".")

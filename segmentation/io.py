@@ -9,18 +9,31 @@ they rewrite (dynamic partition overwrite).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
+from delta.exceptions import (
+    ConcurrentAppendException,
+    ConcurrentDeleteDeleteException,
+    ConcurrentDeleteReadException,
+    ConcurrentTransactionException,
+    ConcurrentWriteException,
+    DeltaConcurrentModificationException,
+    MetadataChangedException,
+    ProtocolChangedException,
+)
 from delta.tables import DeltaTable
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from segmentation.config import OutputConfig, TableConfig
-from segmentation.errors import ContractError, InputNotFoundError
+from segmentation.errors import ConcurrentWriteError, ContractError, InputNotFoundError
 
 __all__ = [
+    "CORRUPT_RECORD",
     "delta_version",
     "read_table",
     "table_exists",
@@ -29,23 +42,28 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+CORRUPT_RECORD = "_corrupt_record"  # the raw text of a CSV line Spark could not split into the header's fields
+_CSV_PRUNING = "spark.sql.csv.parser.columnPruning.enabled"
+
 
 def read_table(spark: SparkSession, source: TableConfig, columns: Sequence[str] | None = None) -> DataFrame:
     """Read ``source`` (catalog table, Delta, Parquet or CSV), keeping only ``columns`` when given.
 
     CSV is read with a header and every column as a string; the caller's contract
     check casts and validates, so a malformed value is quarantined rather than
-    silently turned into null by schema inference.
+    silently turned into null by schema inference. A CSV line with too few or too
+    many fields (or a broken quote) keeps its text in the extra column
+    :data:`CORRUPT_RECORD`, so the feature job can quarantine it as a malformed row.
     """
     where = source.location
     try:
         if source.table:
             df = spark.read.table(source.table)
         elif source.path:
-            reader = spark.read.format(source.format)
             if source.format == "csv":
-                reader = reader.option("header", "true").option("inferSchema", "false")
-            df = reader.options(**source.options).load(source.path)
+                df = _read_csv(spark, source)
+            else:
+                df = spark.read.format(source.format).options(**source.options).load(source.path)
         else:
             raise InputNotFoundError("no input location: set either 'path' or 'table'")
     except AnalysisException as exc:
@@ -59,6 +77,20 @@ def read_table(spark: SparkSession, source: TableConfig, columns: Sequence[str] 
             )
         df = df.select(*columns)
     return df
+
+
+def _read_csv(spark: SparkSession, source: TableConfig) -> DataFrame:
+    # With column pruning Spark's CSV reader splits out only the columns a query uses and so
+    # cannot see that a line has too few or too many fields; the field count needs them all.
+    if spark.conf.get(_CSV_PRUNING, "true").lower() != "false":
+        log.info("setting %s=false so that CSV lines with a wrong field count are detected", _CSV_PRUNING)
+        spark.conf.set(_CSV_PRUNING, "false")
+    options = {"mode": "PERMISSIVE", **source.options, "header": "true", "inferSchema": "false"}
+    header = spark.read.options(**options).csv(source.path).schema  # reads the header line only
+    if CORRUPT_RECORD in header.fieldNames():
+        return spark.read.options(**options).csv(source.path)
+    schema = T.StructType([*header.fields, T.StructField(CORRUPT_RECORD, T.StringType())])
+    return spark.read.options(**options, columnNameOfCorruptRecord=CORRUPT_RECORD).schema(schema).csv(source.path)
 
 
 def table_exists(spark: SparkSession, target: OutputConfig | TableConfig) -> bool:
@@ -102,13 +134,37 @@ def write_table(
         writer = writer.format(target.format)
         if replace_where:
             writer = writer.option("partitionOverwriteMode", "dynamic")
-    if target.table:
-        writer.saveAsTable(target.table)
-    elif target.path:
-        writer.save(target.path)
-    else:
-        raise ValueError("output has neither 'path' nor 'table'")
+    with committing(target):
+        if target.table:
+            writer.saveAsTable(target.table)
+        elif target.path:
+            writer.save(target.path)
+        else:
+            raise ValueError("output has neither 'path' nor 'table'")
     log.info("wrote %s table %s", target.format, target.location)
+
+
+_CONFLICTS = (
+    DeltaConcurrentModificationException, ConcurrentWriteException, MetadataChangedException,
+    ProtocolChangedException, ConcurrentAppendException, ConcurrentDeleteReadException,
+    ConcurrentDeleteDeleteException, ConcurrentTransactionException,
+)  # fmt: skip
+
+
+@contextmanager
+def committing(target: OutputConfig) -> Iterator[None]:
+    """Turn Delta's optimistic-concurrency conflict into :class:`ConcurrentWriteError`.
+
+    Delta commits a transaction only when no other run changed what it read, so when two runs
+    write one table at the same time one of them fails here and has committed nothing to it.
+    """
+    try:
+        yield
+    except _CONFLICTS as exc:
+        raise ConcurrentWriteError(
+            f"another run wrote Delta table {target.location} at the same time "
+            f"({type(exc).__name__}); this run committed nothing to it. Rerun once the other run has finished"
+        ) from exc
 
 
 def _first_line(exc: Exception) -> str:
@@ -160,7 +216,7 @@ def merge_current_assignments(spark: SparkSession, scored: DataFrame, target: Ou
         "active": "true",
         "missing_since": "CAST(NULL AS DATE)",
     }
-    (
+    merge = (
         _delta_table(spark, target)
         .alias("t")
         .merge(staged.alias("s"), "t.customer_id = s.customer_id")
@@ -173,8 +229,9 @@ def merge_current_assignments(spark: SparkSession, scored: DataFrame, target: Ou
         )
         .whenNotMatchedInsert(values={"customer_id": "s.customer_id", **new_assignment})
         .whenNotMatchedBySourceUpdate(condition="t.active", set={"active": "false", "missing_since": f"DATE'{as_of}'"})
-        .execute()
     )
+    with committing(target):
+        merge.execute()
     log.info("merged %s assignments into %s", as_of, target.location)
 
 
@@ -212,7 +269,7 @@ def merge_assignment_history(spark: SparkSession, scored: DataFrame, target: Out
     )
     to_open = changes.select(F.lit(None).cast("string").alias("merge_key"), *rows.columns)
     staged = to_close.unionByName(to_open)
-    (
+    merge = (
         table.alias("t")
         .merge(staged.alias("s"), "t.customer_id = s.merge_key AND t.is_current")
         .whenMatchedUpdate(set={"is_current": "false", "valid_to": "s.valid_from"})
@@ -228,6 +285,7 @@ def merge_assignment_history(spark: SparkSession, scored: DataFrame, target: Out
                 "is_current": "true",
             },
         )
-        .execute()
     )
+    with committing(target):
+        merge.execute()
     log.info("recorded segment changes of %s in %s", as_of, target.location)

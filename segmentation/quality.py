@@ -9,7 +9,8 @@ Two levels of problems:
   and actual types and the source.
 * **Rows** (one transaction is unusable): :func:`label_rows` gives each row a
   ``reason`` (null when the row is kept). The first failing check wins, in this
-  order: ``null_customer_id``, ``null_timestamp``, ``unparseable_timestamp``,
+  order: ``malformed_row`` (a CSV line with too few or too many fields),
+  ``null_customer_id``, ``null_timestamp``, ``unparseable_timestamp``,
   ``null_amount``, ``unparseable_amount``, ``non_finite_amount``,
   ``after_as_of``, ``duplicate_transaction_id``. Of rows sharing a transaction id,
   the one with the earliest timestamp (then the smallest amount, customer id)
@@ -28,6 +29,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from segmentation.errors import ContractError
+from segmentation.io import CORRUPT_RECORD
 
 __all__ = [
     "QUARANTINE_REASONS",
@@ -40,6 +42,7 @@ __all__ = [
 ]
 
 QUARANTINE_REASONS = (
+    "malformed_row",
     "null_customer_id",
     "null_timestamp",
     "unparseable_timestamp",
@@ -134,7 +137,8 @@ def canonical_columns(df: DataFrame, columns: Mapping[str, str]) -> DataFrame:
     """Select the mapped columns under their role names, keeping the raw values for checking.
 
     Output: ``customer_id`` (string), ``timestamp_raw``, ``amount_raw`` and the optional
-    roles present (``transaction_id`` string, ``quantity_raw``, ``category``, ``channel``).
+    roles present (``transaction_id`` string, ``quantity_raw``, ``category``, ``channel``), and
+    ``malformed`` (the raw line of a CSV row that did not split into the header's fields).
     """
     selected = [F.col(columns["customer_id"]).cast("string").alias("customer_id")]
     selected.append(F.col(columns["timestamp"]).alias("timestamp_raw"))
@@ -146,6 +150,8 @@ def canonical_columns(df: DataFrame, columns: Mapping[str, str]) -> DataFrame:
     for role in ("category", "channel"):
         if role in columns:
             selected.append(F.col(columns[role]).cast("string").alias(role))
+    if CORRUPT_RECORD in df.columns:
+        selected.append(F.col(CORRUPT_RECORD).alias("malformed"))
     return df.select(*selected)
 
 
@@ -184,8 +190,10 @@ def label_rows(parsed: DataFrame, as_of: dt.date) -> DataFrame:
     ``after_as_of``.
     """
     amount = F.col("amount")
+    malformed = F.col("malformed").isNotNull() if "malformed" in parsed.columns else F.lit(False)
     reason = (
-        F.when(F.col("customer_id").isNull() | (F.trim(F.col("customer_id")) == ""), F.lit("null_customer_id"))
+        F.when(malformed, F.lit("malformed_row"))
+        .when(F.col("customer_id").isNull() | (F.trim(F.col("customer_id")) == ""), F.lit("null_customer_id"))
         .when(F.col("timestamp_raw").isNull(), F.lit("null_timestamp"))
         .when(F.col("timestamp").isNull(), F.lit("unparseable_timestamp"))
         .when(F.col("amount_raw").isNull(), F.lit("null_amount"))
