@@ -25,6 +25,7 @@ DEV = [
     "scikit-learn==1.9.1",  # reference implementation in tests and the benchmark
     "Lifetimes==0.11.3",  # reference for the lifetimes-compatible feature columns
     "duckdb==2.0.0",  # single-machine peer in the benchmark
+    "detect-secrets==1.5.0",  # the committed-credentials scan (tests/test_security.py)
 ]
 
 JOBS = ["generate_transactions", "build_features", "train_segments", "score_customers"]

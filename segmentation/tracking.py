@@ -3,6 +3,11 @@
 The library computes; this module records. A run that raises is ended FAILED
 with the error as a tag and an ``error.txt`` artifact, never left RUNNING. A
 model is registered and aliased only after it was logged completely.
+
+Every text this module sends to MLflow (run tags and params, the error, text, JSON
+and CSV artifacts) passes through :func:`redact` first: a password in a URI's user
+information (which Hadoop accepts for ftp, s3a... and repeats in its error messages)
+reaches the tracking store as ``scheme://user:***@host``.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -49,6 +55,7 @@ __all__ = [
     "log_text",
     "model_pip_requirements",
     "promote",
+    "redact",
     "register_model",
     "registered_model",
     "run_tags",
@@ -60,6 +67,31 @@ log = logging.getLogger(__name__)
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 _PINNED = ("pyspark", "delta-spark", "mlflow", "pandas", "numpy", "pyarrow", "pydantic", "PyYAML")
+
+
+REDACTED = "***"
+# The password of a URI's user information becomes *** (scheme://user:***@host); a user
+# without a password, as in abfss://container@account..., is not a secret and stays.
+_URI_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@'\"]*):[^/\s@'\"]+@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every URI's userinfo replaced by ``***``."""
+    return _URI_PASSWORD.sub(lambda m: f"{m['head']}:{REDACTED}@", text)
+
+
+def _strings(values: Mapping[str, Any]) -> dict[str, str]:
+    return {k: redact(str(v)) for k, v in values.items()}
+
+
+def _redact_json(data: Any) -> Any:
+    if isinstance(data, str):
+        return redact(data)
+    if isinstance(data, dict):
+        return {redact(str(k)): _redact_json(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_redact_json(v) for v in data]
+    return data
 
 
 def _uri(value: str) -> str:
@@ -100,19 +132,34 @@ def code_version() -> str | None:
 @contextmanager
 def tracked_run(run_name: str, tags: Mapping[str, Any] | None = None, nested: bool = False) -> Iterator[Run]:
     """Start a run; on any exception end it FAILED with the error recorded, then re-raise."""
-    run = mlflow.start_run(run_name=run_name, nested=nested, tags={k: str(v) for k, v in (tags or {}).items()})
+    run = mlflow.start_run(run_name=run_name, nested=nested, tags=_strings(tags or {}))
     try:
         yield run
     except BaseException as exc:
-        message = f"{type(exc).__name__}: {exc}"
-        try:
-            mlflow.set_tag("error", message[:5000])
-            mlflow.log_text("".join(traceback.format_exception(exc)), "error.txt")
-        finally:
-            mlflow.end_run(status="FAILED")
+        _end_failed(run.info.run_id, exc)
         raise
     else:
         mlflow.end_run(status="FINISHED")
+
+
+def _end_failed(run_id: str, exc: BaseException) -> None:
+    """Record ``exc`` on the active run (``error`` tag, ``error.txt``) and end it FAILED.
+
+    Each step is tried on its own and none of them raises: when the store cannot take the
+    traceback (the artifact store may be what failed) the run still gets the tag and the
+    FAILED status, and the caller re-raises the original exception, not this one's.
+    """
+    message = redact(f"{type(exc).__name__}: {exc}")[:5000]
+    steps = (
+        ("error tag", lambda: mlflow.set_tag("error", message)),
+        ("error.txt", lambda: mlflow.log_text(redact("".join(traceback.format_exception(exc))), "error.txt")),
+        ("FAILED status", lambda: mlflow.end_run(status="FAILED")),
+    )
+    for what, step in steps:
+        try:
+            step()
+        except Exception as failure:  # noqa: BLE001 - recording the error must not replace it
+            log.warning("run %s: could not record the %s: %s", run_id, what, redact(str(failure)).splitlines()[0])
 
 
 def child_run(
@@ -131,7 +178,7 @@ def child_run(
 
     parent = mlflow.active_run()
     client = MlflowClient()
-    all_tags = {**{k: str(v) for k, v in tags.items()}, "mlflow.parentRunId": parent.info.run_id}
+    all_tags = {**_strings(tags), "mlflow.parentRunId": parent.info.run_id}
     start_ms = int((started if started is not None else time.time()) * 1000)
     run = client.create_run(parent.info.experiment_id, start_time=start_ms, tags=all_tags, run_name=run_name)
     run_id = run.info.run_id
@@ -140,10 +187,10 @@ def child_run(
         client.log_batch(
             run_id,
             metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
-            params=[Param(k, str(v)) for k, v in params.items()],
+            params=[Param(k, v) for k, v in _strings(params).items()],
         )
     except BaseException as exc:
-        client.set_tag(run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
+        client.set_tag(run_id, "error", redact(f"{type(exc).__name__}: {exc}")[:5000])
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id, "FINISHED", end_time=int(time.time() * 1000))
@@ -151,7 +198,7 @@ def child_run(
 
 
 def log_params(params: Mapping[str, Any]) -> None:
-    mlflow.log_params({k: str(v) for k, v in params.items()})
+    mlflow.log_params(_strings(params))
 
 
 def log_metrics(metrics: Mapping[str, float]) -> None:
@@ -159,7 +206,7 @@ def log_metrics(metrics: Mapping[str, float]) -> None:
 
 
 def set_tags(tags: Mapping[str, Any]) -> None:
-    mlflow.set_tags({k: str(v) for k, v in tags.items() if v is not None})
+    mlflow.set_tags(_strings({k: v for k, v in tags.items() if v is not None}))
 
 
 def log_figure(figure: Any, artifact_file: str) -> None:
@@ -167,18 +214,18 @@ def log_figure(figure: Any, artifact_file: str) -> None:
 
 
 def log_dict(data: Mapping[str, Any], artifact_file: str) -> None:
-    mlflow.log_dict(json.loads(json.dumps(data, default=str)), artifact_file)
+    mlflow.log_dict(_redact_json(json.loads(json.dumps(data, default=str))), artifact_file)
 
 
 def log_text(text: str, artifact_file: str) -> None:
-    mlflow.log_text(text, artifact_file)
+    mlflow.log_text(redact(text), artifact_file)
 
 
 def log_table(frame: pd.DataFrame, artifact_file: str) -> None:
     """A small pandas table as a CSV artifact (readable in the UI's artifact viewer)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(artifact_file).name
-        frame.to_csv(path, index=False)
+        path.write_text(redact(frame.to_csv(index=False)), encoding="utf-8")
         mlflow.log_artifact(str(path), artifact_path=str(Path(artifact_file).parent) or None)
 
 
@@ -310,7 +357,7 @@ def load_registered_model(name: str, alias: str | None = None, version: int | st
         )
     except MlflowException as exc:
         raise ModelNotFoundError(
-            f"registered model '{ref}' not found in {mlflow.get_tracking_uri()}: {str(exc).splitlines()[0]}; "
+            f"registered model '{ref}' not found in {redact(mlflow.get_tracking_uri())}: {str(exc).splitlines()[0]}; "
             "train one with jobs/train_segments.py or set scoring.model_version"
         ) from None
     expected = (mv.tags or {}).get(CHECKSUM_TAG)

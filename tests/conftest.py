@@ -6,8 +6,10 @@ import os
 import signal
 import socket
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
+import mlflow
 import pytest
 
 from segmentation.config import SparkConfig, load_config
@@ -104,3 +106,26 @@ def stop_process_group(process: subprocess.Popen) -> None:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+@contextmanager
+def mlflow_state_restored():
+    """``tracking.configure`` sets process-wide MLflow state (URIs, active experiment and their
+    environment variables); put back what the other test modules of the session had set."""
+    from mlflow.tracking import fluent
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID")
+    env = {name: os.environ.get(name) for name in names}
+    saved = (tracking_utils._tracking_uri, registry_utils._registry_uri, fluent._active_experiment_id)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved[0])
+        registry_utils._registry_uri, fluent._active_experiment_id = saved[1], saved[2]
+        for name, value in env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
