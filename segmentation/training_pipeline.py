@@ -48,7 +48,7 @@ from segmentation.profiles import SegmentDescription, describe_segments
 from segmentation.report import SegmentReport, render_report
 from segmentation.selection import Choice, choose
 
-__all__ = ["TrainingResult", "load_feature_snapshot", "run_training", "training_reference"]
+__all__ = ["Laps", "TrainingResult", "load_feature_snapshot", "run_training", "training_reference"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,20 @@ class TrainingResult:
     choice: Choice | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     identity: IdentityMapping | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class Laps:
+    """Wall-clock seconds per stage: ``laps("sweep")`` closes the stage that began at the previous call."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def __call__(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self._last
+        self._last = now
 
 
 def load_feature_snapshot(spark: SparkSession, cfg: AppConfig) -> tuple[DataFrame, str]:
@@ -123,6 +137,7 @@ def run_training(spark: SparkSession, cfg: AppConfig, quality: dict[str, float] 
         **tracking.environment_tags(),
     }
     with tracking.tracked_run(f"train-{as_of}", tags=tags) as parent:
+        laps = Laps()
         prep_model = fit_preprocessing(snapshot, feature_cols, tcfg)
         prepared = (
             prep_model.transform(snapshot).select("customer_id", "features").persist(StorageLevel.MEMORY_AND_DISK)
@@ -135,6 +150,7 @@ def run_training(spark: SparkSession, cfg: AppConfig, quality: dict[str, float] 
         fraction = min(1.0, tcfg.selection.sample_size / n_customers)
         sample = prepared if fraction >= 1.0 else prepared.sample(False, fraction, tcfg.seed).persist()
         n_sample = sample.count()
+        laps("prepare")
         tracking.log_params(
             {
                 "as_of": as_of,
@@ -199,6 +215,7 @@ def run_training(spark: SparkSession, cfg: AppConfig, quality: dict[str, float] 
                     seconds,
                 )
 
+        laps("sweep")
         choice = choose(
             records,
             tcfg.algorithms,
@@ -221,6 +238,7 @@ def run_training(spark: SparkSession, cfg: AppConfig, quality: dict[str, float] 
         assigned = full_model.transform(snapshot).persist(StorageLevel.MEMORY_AND_DISK)
 
         final_metrics = evaluate_clustering(cluster_model, assigned, "features", CLUSTER_COL, champion)
+        laps("refit")
         sweep = pd.DataFrame(records)
         tracking.set_tags({"algorithm": champion, "k": k, "role": "parent"})
         tracking.log_metrics({f"champion_{m}": v for m, v in final_metrics.items() if not math.isnan(v)})
@@ -257,13 +275,16 @@ def run_training(spark: SparkSession, cfg: AppConfig, quality: dict[str, float] 
         )
         if previous is not None and old_segments is not None:
             _log_retraining(spark, cfg, previous, old_segments, assigned, snapshot, feature_cols, identity)
+        laps("profile")
         for name, figure in plots.sweep_figures(sweep).items():
             tracking.log_figure(figure, f"charts/{name}.png")
         tracking.log_figure(plots.pca_scatter(assigned, "features", "prediction", tcfg.seed), "charts/pca_scatter.png")
 
         example = snapshot.select(*feature_cols).limit(5).toPandas()
         output = full_model.transform(snapshot.limit(5)).select("prediction").toPandas()
+        laps("charts")
         model_uri = tracking.log_spark_model(full_model, example, output)
+        laps("log_model")
         promote = tcfg.promote == "always" or (tcfg.promote == "auto" and previous is None)
         version = (
             tracking.register_model(model_uri, cfg.mlflow.registered_model, cfg.mlflow.alias, make_champion=promote)
@@ -271,6 +292,7 @@ def run_training(spark: SparkSession, cfg: AppConfig, quality: dict[str, float] 
             else None
         )
         tracking.set_tags({"promoted": str(bool(version) and promote).lower()})
+        laps("register")
 
         assignments = _assignments(assigned, champion, as_of, version or parent.info.run_id)
         # Keyed by (snapshot, model version): a challenger never overwrites the champion's rows.
@@ -292,6 +314,8 @@ def run_training(spark: SparkSession, cfg: AppConfig, quality: dict[str, float] 
             extra["ground_truth_ari"] = adjusted_rand_index(joined, SEGMENT_COL, "planted_segment")
             tracking.log_metrics(extra)
             log.info("adjusted Rand index against the planted segments: %.3f", extra["ground_truth_ari"])
+        laps("write")
+        tracking.log_metrics({f"seconds_{stage}": value for stage, value in laps.seconds.items()})
         prepared.unpersist()
         assigned.unpersist()
         if sample is not prepared:
@@ -307,6 +331,7 @@ def run_training(spark: SparkSession, cfg: AppConfig, quality: dict[str, float] 
             choice=choice,
             metrics={**final_metrics, **extra},
             identity=identity,
+            seconds=laps.seconds,
         )
 
 

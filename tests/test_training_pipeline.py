@@ -45,6 +45,14 @@ def test_parent_and_one_child_per_algorithm_and_k(trained):
         "profiles/segment_profile.csv",
     }  # fmt: skip
     assert expected <= artifacts
+    # Each stage's wall-clock time is a parent metric (compare runs by where their time went);
+    # the sweep's share is at least the candidates' own fit times.
+    stages = ["prepare", "sweep", "refit", "profile", "charts", "log_model", "register", "write"]
+    assert list(result.seconds) == stages
+    assert {f"seconds_{s}": pytest.approx(v) for s, v in result.seconds.items()} == {
+        m: v for m, v in parent.data.metrics.items() if m.startswith("seconds_")
+    }
+    assert result.seconds["sweep"] >= sum(r.data.metrics["fit_seconds"] for r in children) > 0
 
 
 def test_champion_is_registered_with_alias_and_both_loaders_agree(spark, trained):
