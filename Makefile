@@ -6,6 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 N_TRANSACTIONS ?= 1000000
 PYTEST_ARGS ?=
+BENCH_SIZES ?= 1000000,10000000,100000000
 
 .PHONY: demo test lint bench clean check-java install
 
@@ -42,9 +43,13 @@ demo: install
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Not part of `make test`: hours at 100M rows. Results in benchmarks/results/ (see README, Performance).
+bench: install
+	$(BIN)/python benchmarks/run.py --sizes $(BENCH_SIZES) --out benchmarks/results
+
 lint: install
-	$(BIN)/ruff check segmentation jobs tests
-	$(BIN)/ruff format --check segmentation jobs tests
+	$(BIN)/ruff check segmentation jobs tests benchmarks
+	$(BIN)/ruff format --check segmentation jobs tests benchmarks
 
 clean:
 	rm -rf data reports mlruns mlartifacts mlflow.db spark-warehouse metastore_db derby.log .pytest_cache

@@ -26,6 +26,7 @@ DEV = [
     "Lifetimes==0.11.3",  # reference for the lifetimes-compatible feature columns
     "duckdb==2.0.0",  # single-machine peer in the benchmark
     "detect-secrets==1.5.0",  # the committed-credentials scan (tests/test_security.py)
+    "psutil==7.2.2",  # peak memory of the benchmark's stages
 ]
 
 JOBS = ["generate_transactions", "build_features", "train_segments", "score_customers"]

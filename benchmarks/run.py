@@ -1,0 +1,268 @@
+"""``make bench``: this project against DuckDB, scikit-learn and a naive PySpark job, side by side.
+
+For every size (transactions), in one process and one Spark session:
+
+1. generate the transactions as Parquet (timed, not compared);
+2. the feature job (``run_feature_pipeline``: read, validate, aggregate, write Delta)
+   against the same job in DuckDB on the same files, and against the naive PySpark job;
+3. the training job (``run_training``: k sweep, champion refit, profiles, MLflow logging,
+   registry), with its stage breakdown, against the naive k sweep on the same features;
+
+then once, on the prepared feature matrix of the largest size (at most ``--fit-rows``
+customers): each MLlib fit at a fixed k and iteration count against scikit-learn, with
+the Spark input cached and not cached, and the KMeans sweep fitted sequentially and from
+two driver threads. Spark's start (JVM, Delta jars) is timed on its own.
+
+Peak memory is the resident set of this process and its children (the Spark JVM), sampled
+every 0.2 s during each stage. Results: ``<out>/results.json``, ``results.md`` (the table
+the README shows) and ``results.png``.
+
+    python benchmarks/run.py --sizes 1000000,10000000,100000000 --work /tmp/bench --out benchmarks/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import peers  # noqa: E402
+from pyspark import StorageLevel  # noqa: E402
+from pyspark.ml.functions import vector_to_array  # noqa: E402
+
+from segmentation.config import SparkConfig, load_config  # noqa: E402
+from segmentation.feature_pipeline import run_feature_pipeline  # noqa: E402
+from segmentation.generator import generate_transactions  # noqa: E402
+from segmentation.io import write_table  # noqa: E402
+from segmentation.preprocessing import drop_degenerate_columns, fit_preprocessing, resolve_feature_columns  # noqa: E402
+from segmentation.spark import get_spark  # noqa: E402
+from segmentation.training_pipeline import load_feature_snapshot, run_training  # noqa: E402
+
+log = logging.getLogger("bench")
+BASE = Path(__file__).resolve().parent.parent / "conf" / "base.yaml"
+ALGORITHMS = ["kmeans", "bisecting_kmeans", "gaussian_mixture"]
+
+
+class PeakMemory:
+    """Largest resident set (GB) of this process plus its children while the block runs."""
+
+    def __init__(self) -> None:
+        self.peak = 0.0
+        self._stop = threading.Event()
+
+    def _rss(self) -> float:
+        me = psutil.Process()
+        total = 0
+        for proc in [me, *me.children(recursive=True)]:
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:
+                continue
+        return total / 1e9
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.2):
+            self.peak = max(self.peak, self._rss())
+
+    def __enter__(self) -> PeakMemory:
+        self.peak = self._rss()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+
+class Results:
+    def __init__(self, out: Path, meta: dict) -> None:
+        self.out, self.meta, self.rows = out, meta, []
+
+    def measure(self, size: int | None, stage: str, fn, **extra):
+        """Run ``fn()``, record its seconds and peak memory under (size, stage); return its value."""
+        log.info("size %s: %s ...", size, stage)
+        with PeakMemory() as memory:
+            start = time.perf_counter()
+            value = fn()
+            seconds = time.perf_counter() - start
+        self.add(size, stage, seconds, peak_gb=round(memory.peak, 2), **extra)
+        return value
+
+    def add(self, size: int | None, stage: str, seconds: float, **extra) -> None:
+        row = {"size": size, "stage": stage, "seconds": round(seconds, 2), **extra}
+        self.rows.append(row)
+        log.info("%s", row)
+        self.save()
+
+    def seconds(self, size: int | None, stage: str) -> float | None:
+        return next((r["seconds"] for r in self.rows if r["size"] == size and r["stage"] == stage), None)
+
+    def save(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "results.json").write_text(json.dumps({"meta": self.meta, "rows": self.rows}, indent=1))
+
+
+def bench_config(work: Path, n: int, args):
+    root = work / str(n)
+    sets = {
+        "generator.n_transactions": n,
+        "generator.transactions.path": root / "tx",
+        "generator.transactions.format": "parquet",
+        "input.transactions.path": root / "tx",
+        "input.transactions.format": "parquet",
+        "features.output.path": root / "features",
+        "features.quarantine.path": root / "quarantine",
+        "features.quality.path": root / "quality",
+        "training.k_min": args.k_min,
+        "training.k_max": args.k_max,
+        "training.gaussian_mixture.max_iter": args.max_iter,
+        "training.selection.sample_size": args.sample_size,
+        "training.assignments.path": root / "assignments",
+        "profiles.output.path": root / "profiles",
+        "profiles.report_dir": root / "reports",
+        "mlflow.tracking_uri": f"sqlite:///{work / 'mlflow.db'}",
+        "mlflow.artifact_location": work / "mlartifacts",
+        "mlflow.experiment": f"bench-{n}",
+        "mlflow.registered_model": f"bench-segments-{n}",
+    }
+    return load_config([BASE], [f"{k}={v}" for k, v in sets.items()])
+
+
+def run_size(spark, results: Results, work: Path, n: int, args) -> None:
+    cfg = bench_config(work, n, args)
+    shutil.rmtree(work / str(n), ignore_errors=True)
+    tx = str(cfg.input.transactions.path)
+    results.measure(n, "generate", lambda: write_table(generate_transactions(spark, cfg.generator),
+                                                       cfg.generator.transactions))  # fmt: skip
+    report = results.measure(n, "features", lambda: run_feature_pipeline(spark, cfg))
+    results.rows[-1]["customers"] = report.customers
+    as_of = report.as_of
+    fcfg = cfg.features
+    results.measure(n, "features_duckdb", lambda: peers.duckdb_features(
+        f"{tx}/*.parquet", work / str(n) / "duckdb", as_of, fcfg.top_categories, fcfg.max_channels))  # fmt: skip
+    if n <= args.naive_max:
+        results.measure(n, "features_naive", lambda: peers.naive_spark_features(
+            spark, tx, str(work / str(n) / "naive_features"), as_of))  # fmt: skip
+
+    training = results.measure(n, "training", lambda: run_training(spark, cfg))
+    for stage, seconds in training.seconds.items():
+        results.add(n, f"training.{stage}", seconds)
+    results.add(n, "pipeline", results.seconds(n, "features") + results.seconds(n, "training"))
+
+    if n <= args.naive_max:
+        snapshot, _ = load_feature_snapshot(spark, cfg)
+        columns = drop_degenerate_columns(snapshot, resolve_feature_columns(snapshot, cfg.training))
+        ks = range(args.k_min, args.k_max + 1)
+        per_fit = results.measure(n, "sweep_naive", lambda: peers.naive_spark_sweep(
+            spark, snapshot, columns, ALGORITHMS, ks, args.max_iter, cfg.training.seed))  # fmt: skip
+        results.rows[-1]["fits"] = len(per_fit)
+
+
+def prepared_matrix(spark, work: Path, n: int, args):
+    """The largest size's prepared feature vectors, at most ``fit_rows`` customers, on disk as Parquet."""
+    cfg = bench_config(work, n, args)
+    snapshot, _ = load_feature_snapshot(spark, cfg)
+    columns = drop_degenerate_columns(snapshot, resolve_feature_columns(snapshot, cfg.training))
+    prepared = fit_preprocessing(snapshot, columns, cfg.training).transform(snapshot).select("features")
+    total = prepared.count()
+    if total > args.fit_rows:
+        prepared = prepared.sample(False, args.fit_rows / total, 1).limit(args.fit_rows)
+    path = str(work / "fit_matrix")
+    prepared.write.mode("overwrite").parquet(path)
+    return path, len(columns)
+
+
+def run_fits(spark, results: Results, work: Path, n: int, args) -> None:
+    path, n_features = prepared_matrix(spark, work, n, args)
+    uncached = spark.read.parquet(path)
+    cached = spark.read.parquet(path).persist(StorageLevel.MEMORY_AND_DISK)
+    rows = cached.count()
+    x = np.asarray(cached.select(vector_to_array("features").alias("v")).toPandas()["v"].tolist(), dtype=np.float64)
+    shape = {"rows": rows, "features": n_features, "k": args.fit_k, "max_iter": args.max_iter}
+    for algorithm in ALGORITHMS:
+        results.add(None, f"fit.{algorithm}.spark_cached",
+                    peers.spark_fit(algorithm, cached, args.fit_k, args.max_iter, 7), **shape)  # fmt: skip
+        results.add(None, f"fit.{algorithm}.spark_uncached",
+                    peers.spark_fit(algorithm, uncached, args.fit_k, args.max_iter, 7), **shape)  # fmt: skip
+        results.add(None, f"fit.{algorithm}.sklearn",
+                    peers.sklearn_fit(algorithm, x, args.fit_k, args.max_iter, 7), **shape)  # fmt: skip
+
+    # Fitting the sweep's candidates from two driver threads instead of one after the other.
+    sample = cached.sample(False, min(1.0, args.sample_size / rows), 3).persist()
+    sample.count()
+    ks = list(range(args.k_min, args.k_max + 1))
+
+    def sweep(workers: int) -> None:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(lambda k: peers.spark_fit("kmeans", sample, k, args.max_iter, 7), ks))
+
+    results.measure(None, "sweep_threads.1", lambda: sweep(1), k=f"{ks[0]}..{ks[-1]}")
+    results.measure(None, "sweep_threads.2", lambda: sweep(2), k=f"{ks[0]}..{ks[-1]}")
+    cached.unpersist()
+    sample.unpersist()
+
+
+def blas(spark) -> str:
+    jvm = spark.sparkContext._jvm
+    return jvm.dev.ludovic.netlib.blas.BLAS.getInstance().getClass().getName()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000000,10000000,100000000")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/segmentation-bench"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--naive-max", type=int, default=10_000_000, help="largest size the naive peer runs at")
+    parser.add_argument("--fit-rows", type=int, default=1_000_000)
+    parser.add_argument("--fit-k", type=int, default=8)
+    parser.add_argument("--max-iter", type=int, default=20)
+    parser.add_argument("--k-min", type=int, default=2)
+    parser.add_argument("--k-max", type=int, default=8)
+    parser.add_argument("--sample-size", type=int, default=50_000)
+    parser.add_argument("--driver-memory", default="12g")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for noisy in ("py4j", "mlflow", "alembic", "segmentation"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    meta = {
+        "date": dt.date.today().isoformat(),
+        "machine": f"{os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, {platform.platform()}",
+        "args": {k: str(v) for k, v in vars(args).items()},
+    }
+    results = Results(args.out, meta)
+    args.work.mkdir(parents=True, exist_ok=True)
+    settings = SparkConfig(master="local[*]", app_name="segmentation-bench", driver_memory=args.driver_memory,
+                           ui_enabled=False, log_level="ERROR")  # fmt: skip
+    spark = results.measure(None, "spark_start", lambda: get_spark(settings))
+    meta["spark"] = spark.version
+    meta["shuffle_partitions"] = spark.conf.get("spark.sql.shuffle.partitions")
+    meta["blas"] = blas(spark)
+    for n in sizes:
+        run_size(spark, results, args.work, n, args)
+    run_fits(spark, results, args.work, max(sizes), args)
+    from report import write_report
+
+    write_report(results.out, meta, results.rows)
+    spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
