@@ -38,6 +38,7 @@ def build_estimator(
             initMode=p.init_mode,
             initSteps=p.init_steps,
             distanceMeasure=p.distance_measure,
+            solver=p.solver,
             featuresCol=features_col,
             predictionCol=prediction_col,
         )
@@ -80,6 +81,7 @@ def param_record(algorithm: str, k: int, cfg: TrainingConfig, seed: int) -> dict
         "tol": {"kmeans": km.tol, "gaussian_mixture": gm.tol}.get(algorithm, NOT_APPLICABLE),
         "init_mode": km.init_mode if algorithm == "kmeans" else NOT_APPLICABLE,
         "init_steps": km.init_steps if algorithm == "kmeans" else NOT_APPLICABLE,
+        "solver": km.solver if algorithm == "kmeans" else NOT_APPLICABLE,
         "distance_measure": {"kmeans": km.distance_measure, "bisecting_kmeans": bk.distance_measure}.get(
             algorithm, NOT_APPLICABLE
         ),

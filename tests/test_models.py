@@ -6,10 +6,13 @@ from segmentation.config import ALGORITHMS, TrainingConfig
 from segmentation.models import build_estimator, param_record
 
 
-def test_every_algorithm_gets_seed_k_and_tunables():
+def test_every_algorithm_gets_seed_k_and_tunables(spark):
     cfg = TrainingConfig(kmeans={"max_iter": 7, "init_mode": "random"}, gaussian_mixture={"tol": 0.5})
     km = build_estimator("kmeans", 4, cfg, seed=9)
     assert (km.getK(), km.getSeed(), km.getMaxIter(), km.getInitMode()) == (4, 9, 7, "random")
+    assert km.getSolver() == "block"  # the default: same centres as "row", several times faster
+    row = TrainingConfig(kmeans={"solver": "row"})
+    assert build_estimator("kmeans", 4, row, seed=9).getSolver() == "row"
     bk = build_estimator("bisecting_kmeans", 3, cfg, seed=9, prediction_col="cluster")
     assert (bk.getK(), bk.getSeed(), bk.getPredictionCol()) == (3, 9, "cluster")
     gm = build_estimator("gaussian_mixture", 5, cfg, seed=9, probability_col="p")
@@ -22,4 +25,5 @@ def test_param_names_are_identical_across_algorithms():
     records = [param_record(a, 3, TrainingConfig(), 42) for a in ALGORITHMS]
     assert len({tuple(sorted(r)) for r in records}) == 1
     assert records[0]["init_mode"] == "k-means||" and records[2]["init_mode"] == "n/a"
+    assert records[0]["solver"] == "block" and records[1]["solver"] == "n/a"
     assert all(isinstance(v, str) for r in records for v in r.values())
