@@ -46,6 +46,7 @@ test: install
 # Not part of `make test`: hours at 100M rows. Results in benchmarks/results/ (see README, Performance).
 bench: install
 	$(BIN)/python benchmarks/run.py --sizes $(BENCH_SIZES) --out benchmarks/results
+	$(BIN)/python benchmarks/kmeans_solvers.py --out benchmarks/results
 
 lint: install
 	$(BIN)/ruff check segmentation jobs tests benchmarks
