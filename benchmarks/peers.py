@@ -33,12 +33,21 @@ TREND_DAYS = 90
 CHURN_MULTIPLE = 3.0
 
 
-def duckdb_features(tx_glob: str, out: Path, as_of: dt.date, top_categories: int, max_channels: int) -> int:
-    """Validate, aggregate and write the features with DuckDB; return the number of customers."""
+def duckdb_features(
+    tx_glob: str, out: Path, as_of: dt.date, top_categories: int, max_channels: int, memory_limit: str | None = None
+) -> int:
+    """Validate, aggregate and write the features with DuckDB; return the number of customers.
+
+    ``memory_limit`` (for example ``"8GB"``) caps DuckDB's buffer manager, which otherwise takes 80% of
+    the machine; in the benchmark it shares the process with Spark's driver heap, and DuckDB spills
+    to its temp directory beyond the cap.
+    """
     import duckdb
 
     con = duckdb.connect()
     con.execute("SET preserve_insertion_order = false")
+    if memory_limit:
+        con.execute(f"SET memory_limit = '{memory_limit}'")
     as_of_sql = f"DATE '{as_of.isoformat()}'"
     con.execute(f"""
         CREATE TEMP VIEW kept AS

@@ -155,7 +155,8 @@ def run_size(spark, results: Results, work: Path, n: int, args) -> None:
     as_of = report.as_of
     fcfg = cfg.features
     results.measure(n, "features_duckdb", lambda: peers.duckdb_features(
-        f"{tx}/*.parquet", work / str(n) / "duckdb", as_of, fcfg.top_categories, fcfg.max_channels))  # fmt: skip
+        f"{tx}/*.parquet", work / str(n) / "duckdb", as_of, fcfg.top_categories, fcfg.max_channels,
+        args.duckdb_memory))  # fmt: skip
     if n <= args.naive_max:
         results.measure(n, "features_naive", lambda: peers.naive_spark_features(
             spark, tx, str(work / str(n) / "naive_features"), as_of))  # fmt: skip
@@ -236,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k-max", type=int, default=8)
     parser.add_argument("--sample-size", type=int, default=50_000)
     parser.add_argument("--driver-memory", default="12g")
+    parser.add_argument("--duckdb-memory", default="8GB",
+                        help="DuckDB's memory_limit; it shares the machine with the Spark driver's heap")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for noisy in ("py4j", "mlflow", "alembic", "segmentation"):

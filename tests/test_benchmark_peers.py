@@ -34,7 +34,12 @@ def test_duckdb_peer_computes_the_feature_jobs_columns(spark, tmp_path):
 
     fcfg = cfg.features
     customers = peers.duckdb_features(
-        f"{tmp_path / 'tx'}/*.parquet", tmp_path / "duckdb", report.as_of, fcfg.top_categories, fcfg.max_channels
+        f"{tmp_path / 'tx'}/*.parquet",
+        tmp_path / "duckdb",
+        report.as_of,
+        fcfg.top_categories,
+        fcfg.max_channels,
+        memory_limit="1GB",  # the cap make bench sets, so that path is exercised too
     )
     theirs = pd.read_parquet(tmp_path / "duckdb" / "features.parquet").set_index("customer_id").sort_index()
 
