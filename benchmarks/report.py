@@ -35,6 +35,7 @@ def write_report(out: Path, meta: dict, rows: list[dict]) -> str:
         f"{meta.get('shuffle_partitions')} shuffle partitions, BLAS `{meta.get('blas')}`. "
         f"Spark start (JVM + Delta jars from the Ivy cache): {_s(_get(rows, None, 'spark_start'))} s, "
         "not included below. "
+        f"Peak memory is the machine's memory in use (idle: {meta.get('baseline_used_gb', '?')} GB). "
         "Seconds are wall clock; ratios are ours ÷ peer (below 1 = we are faster).",
         "",
         "| transactions | customers | features | DuckDB | features ÷ DuckDB | naive PySpark | naive ÷ ours "
