@@ -26,13 +26,14 @@ import argparse
 import datetime as dt
 import json
 import logging
+import multiprocessing
 import os
 import platform
 import shutil
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -147,33 +148,31 @@ def bench_config(work: Path, n: int, args, extra: dict | None = None):
     return load_config([BASE], [f"{k}={v}" for k, v in sets.items()])
 
 
+FEATURE_STAGES = ("generate", "features", "features_duckdb", "features_naive")
+
+
 def run_size(spark, results: Results, work: Path, n: int, args) -> None:
     cfg = bench_config(work, n, args)
     tx = str(cfg.input.transactions.path)
+    features = Path(cfg.features.output.path)
     reuse = args.reuse_input and (Path(tx) / "_SUCCESS").exists()
+    resume = args.reuse_features and (features / "_delta_log").is_dir()
+    if args.reuse_features and not resume:
+        raise SystemExit(f"--reuse-features: no features table at {features}; run without it first")
+    keep = {Path(tx), features} if resume else {Path(tx)} if reuse else set()
     for output in (work / str(n)).glob("*"):
-        if not (reuse and output == Path(tx)):
+        if output not in keep:
             shutil.rmtree(output) if output.is_dir() else output.unlink()
-    if reuse:  # the generator is seeded: the same size gives the same files
-        log.info("size %s: reusing the transactions in %s", n, tx)
+    if resume:  # the feature stages' rows come from the earlier results file (see Results.resume)
+        log.info("size %s: reusing the features in %s", n, features)
     else:
-        results.measure(n, "generate", lambda: write_table(generate_transactions(spark, cfg.generator),
-                                                           cfg.generator.transactions))  # fmt: skip
-    report = results.measure(n, "features", lambda: run_feature_pipeline(spark, cfg))
-    results.rows[-1]["customers"] = report.customers
-    as_of = report.as_of
-    fcfg = cfg.features
-    results.measure(n, "features_duckdb", lambda: peers.duckdb_features(
-        f"{tx}/*.parquet", work / str(n) / "duckdb", as_of, fcfg.top_categories, fcfg.max_channels,
-        args.duckdb_memory))  # fmt: skip
-    if n <= args.naive_max:
-        results.measure(n, "features_naive", lambda: peers.naive_spark_features(
-            spark, tx, str(work / str(n) / "naive_features"), as_of))  # fmt: skip
+        run_feature_stages(spark, results, work, n, cfg, reuse, args)
 
     training = results.measure(n, "training", lambda: run_training(spark, cfg))
     for stage, seconds in training.seconds.items():
         results.add(n, f"training.{stage}", seconds)
-    results.add(n, "pipeline", results.seconds(n, "features") + results.seconds(n, "training"))
+    if results.seconds(n, "features") is not None:
+        results.add(n, "pipeline", results.seconds(n, "features") + results.seconds(n, "training"))
 
     if n <= args.naive_max:
         snapshot, _ = load_feature_snapshot(spark, cfg)
@@ -182,6 +181,34 @@ def run_size(spark, results: Results, work: Path, n: int, args) -> None:
         per_fit = results.measure(n, "sweep_naive", lambda: peers.naive_spark_sweep(
             spark, snapshot, columns, ALGORITHMS, ks, args.max_iter, cfg.training.seed))  # fmt: skip
         results.rows[-1]["fits"] = len(per_fit)
+
+
+def run_feature_stages(spark, results: Results, work: Path, n: int, cfg, reuse: bool, args) -> None:
+    tx = str(cfg.input.transactions.path)
+    if reuse:  # the generator is seeded: the same size gives the same files
+        log.info("size %s: reusing the transactions in %s", n, tx)
+    else:
+        results.measure(n, "generate", lambda: write_table(generate_transactions(spark, cfg.generator),
+                                                           cfg.generator.transactions))  # fmt: skip
+    report = results.measure(n, "features", lambda: run_feature_pipeline(spark, cfg))
+    results.rows[-1]["customers"] = report.customers
+    fcfg = cfg.features
+    results.measure(n, "features_duckdb", lambda: duckdb_in_child(
+        f"{tx}/*.parquet", work / str(n) / "duckdb", report.as_of, fcfg.top_categories, fcfg.max_channels,
+        args.duckdb_memory))  # fmt: skip
+    if n <= args.naive_max:
+        results.measure(n, "features_naive", lambda: peers.naive_spark_features(
+            spark, tx, str(work / str(n) / "naive_features"), report.as_of))  # fmt: skip
+
+
+def duckdb_in_child(*args) -> int:
+    """``peers.duckdb_features`` in a child process, so its memory goes back to the machine when it ends.
+
+    In this process DuckDB's buffers outlived the query and sat next to Spark's 12 GB heap: at 100M
+    the machine reached 24.3 GB in use of its 24 GiB with training still to come.
+    """
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(peers.duckdb_features, *args).result()
 
 
 def prepared_matrix(spark, work: Path, n: int, args):
@@ -248,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--driver-memory", default="12g")
     parser.add_argument("--reuse-input", action="store_true",
                         help="keep an earlier run's transactions for the same size (seeded: identical)")  # fmt: skip
+    parser.add_argument("--reuse-features", action="store_true",
+                        help="start each size at training, on an earlier run's features table; the feature "
+                             "stages' rows are taken from <out>/results.json")  # fmt: skip
     parser.add_argument("--duckdb-memory", default="8GB",
                         help="DuckDB's memory_limit; it shares the machine with the Spark driver's heap")  # fmt: skip
     args = parser.parse_args(argv)
@@ -262,6 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     meta["baseline_used_gb"] = round(PeakMemory.used(), 2)
     results = Results(args.out, meta)
+    earlier = args.out / "results.json"
+    if args.reuse_features and earlier.exists():
+        before = json.loads(earlier.read_text())
+        results.rows += [r for r in before["rows"] if r["stage"] in FEATURE_STAGES and r["size"] in sizes]
+        meta["feature_stages_measured"] = before["meta"]["date"]
     args.work.mkdir(parents=True, exist_ok=True)
     settings = SparkConfig(master="local[*]", app_name="segmentation-bench", driver_memory=args.driver_memory,
                            ui_enabled=False, log_level="ERROR")  # fmt: skip
