@@ -7,6 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 N_TRANSACTIONS ?= 1000000
 PYTEST_ARGS ?=
 BENCH_SIZES ?= 1000000,10000000,100000000
+BENCH_SHUFFLE_SIZE ?= 10000000
 
 .PHONY: demo test lint bench clean check-java install
 
@@ -47,6 +48,9 @@ test: install
 bench: install
 	$(BIN)/python benchmarks/run.py --sizes $(BENCH_SIZES) --out benchmarks/results
 	$(BIN)/python benchmarks/kmeans_solvers.py --out benchmarks/results
+	$(BIN)/python benchmarks/native_blas.py --out benchmarks/results
+	$(BIN)/python benchmarks/pip_requirements.py --out benchmarks/results
+	$(BIN)/python benchmarks/shuffle_partitions.py --size $(BENCH_SHUFFLE_SIZE) --partitions 4,16,64,4 --out benchmarks/results
 
 lint: install
 	$(BIN)/ruff check segmentation jobs tests benchmarks

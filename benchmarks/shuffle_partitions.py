@@ -5,7 +5,7 @@
 The session's default is 2 x cores (at least 4); adaptive query execution is on, so it may
 coalesce small partitions but does not split large ones. Each count runs the whole feature job
 (read, validate, aggregate, write Delta) into its own output folder. Writes
-``shuffle_partitions.json``: seconds and peak memory per count.
+``shuffle_partitions.json``: seconds and peak memory per run, in order (repeat a count to see the noise).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
     spark = get_spark(SparkConfig(master="local[*]", driver_memory="12g", ui_enabled=False, log_level="ERROR"))
-    result: dict = {"size": args.size, "seconds": {}, "peak_gb": {}}
+    result: dict = {"size": args.size, "runs": []}
     for partitions in (int(p) for p in args.partitions.split(",")):
         spark.conf.set("spark.sql.shuffle.partitions", str(partitions))
         out = args.work / f"shuffle-{partitions}"
@@ -44,8 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         with PeakMemory() as memory:
             start = time.perf_counter()
             run_feature_pipeline(spark, cfg)
-            result["seconds"][partitions] = round(time.perf_counter() - start, 2)
-        result["peak_gb"][partitions] = round(memory.peak, 2)
+            seconds = time.perf_counter() - start
+        run = {"partitions": partitions, "seconds": round(seconds, 2), "peak_gb": round(memory.peak, 2)}
+        result["runs"].append(run)
         print(json.dumps(result), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "shuffle_partitions.json").write_text(json.dumps(result, indent=1))
