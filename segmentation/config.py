@@ -231,6 +231,9 @@ class SelectionConfig(_Section):
     # Number of seeds per (algorithm, k); 1 disables the stability check.
     stability_seeds: int = Field(2, ge=1)
     silhouette_tolerance: float = Field(0.01, ge=0)
+    # Candidates fitted at once from driver threads. MLlib's per-iteration jobs on a sample leave
+    # cores idle between them; two threads fit the KMeans sweep 1.7x faster on 2 cores (make bench).
+    parallelism: int = Field(2, ge=1)
 
 
 class GroundTruthConfig(TableConfig):

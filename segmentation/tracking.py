@@ -168,11 +168,12 @@ def child_run(
     metrics: Mapping[str, float],
     tags: Mapping[str, Any],
     started: float | None = None,
+    ended: float | None = None,
 ) -> str:
     """One nested run of the active run with its params, metrics and tags; returns its run id.
 
-    ``started`` (epoch seconds) backdates the run's start to when its work began, so the
-    UI's Duration column shows the fit's time although the run is written after the fit.
+    ``started`` and ``ended`` (epoch seconds) date the run by when its work began and ended,
+    so the UI's Duration column shows the fit's time although the run is written afterwards.
     """
     from mlflow.entities import Metric, Param
 
@@ -193,7 +194,8 @@ def child_run(
         client.set_tag(run_id, "error", redact(f"{type(exc).__name__}: {exc}")[:5000])
         client.set_terminated(run_id, "FAILED")
         raise
-    client.set_terminated(run_id, "FINISHED", end_time=int(time.time() * 1000))
+    end_ms = int((ended if ended is not None else time.time()) * 1000)
+    client.set_terminated(run_id, "FINISHED", end_time=end_ms)
     return run_id
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from segmentation import plots, tracking
-from segmentation.config import AppConfig
+from segmentation.config import AppConfig, TrainingConfig
 from segmentation.errors import ContractError
 from segmentation.evaluation import adjusted_rand_index, evaluate_clustering
 from segmentation.feature_pipeline import read_quality
@@ -121,6 +122,26 @@ def _stability(estimator_for_seed, sample: DataFrame, predictions: DataFrame, se
     return float(sum(scores) / len(scores))
 
 
+def _fit_candidate(
+    algorithm: str, k: int, tcfg: TrainingConfig, sample: DataFrame, stability_seeds: list[int]
+) -> tuple[Any, dict[str, Any], float]:
+    """Fit one (algorithm, k) on the sample and evaluate it: (model, sweep record, wall-clock start)."""
+    started, wall_start = time.perf_counter(), time.time()
+    model = build_estimator(algorithm, k, tcfg, tcfg.seed).fit(sample)
+    predictions = model.transform(sample).persist()
+    metrics = evaluate_clustering(model, predictions, "features", "prediction", algorithm)
+    stability = _stability(
+        lambda seed: build_estimator(
+            algorithm, k, tcfg, seed, prediction_col="prediction_alt", probability_col="probability_alt"
+        ),
+        sample,
+        predictions,
+        stability_seeds,
+    )
+    predictions.unpersist()
+    return model, _sweep_record(algorithm, k, metrics, stability, time.perf_counter() - started), wall_start
+
+
 def run_training(spark: SparkSession, cfg: AppConfig, quality: dict[str, float] | None = None) -> TrainingResult:
     tcfg = cfg.training
     snapshot, as_of = load_feature_snapshot(spark, cfg)
@@ -178,42 +199,31 @@ def run_training(spark: SparkSession, cfg: AppConfig, quality: dict[str, float] 
             n_customers,
         )
 
-        records, fitted = [], {}
         stability_seeds = [tcfg.seed + i for i in range(1, tcfg.selection.stability_seeds)]
-        for algorithm in tcfg.algorithms:
-            for k in range(tcfg.k_min, tcfg.k_max + 1):
-                started, wall_start = time.perf_counter(), time.time()
-                model = build_estimator(algorithm, k, tcfg, tcfg.seed).fit(sample)
-                predictions = model.transform(sample).persist()
-                metrics = evaluate_clustering(model, predictions, "features", "prediction", algorithm)
-                stability = _stability(
-                    lambda seed, a=algorithm, kk=k: build_estimator(
-                        a, kk, tcfg, seed, prediction_col="prediction_alt", probability_col="probability_alt"
-                    ),
-                    sample,
-                    predictions,
-                    stability_seeds,
-                )
-                predictions.unpersist()
-                seconds = time.perf_counter() - started
-                record = _sweep_record(algorithm, k, metrics, stability, seconds)
-                records.append(record)
-                fitted[(algorithm, k)] = model
-                tracking.child_run(
-                    f"{algorithm}-k{k}",
-                    params={**param_record(algorithm, k, tcfg, tcfg.seed), "as_of": as_of, "sample_rows": n_sample},
-                    metrics={m: v for m, v in record.items() if m not in ("algorithm", "k")},
-                    tags={**tags, "algorithm": algorithm, "k": k, "role": "candidate"},
-                    started=wall_start,
-                )
-                log.info(
-                    "%s k=%d silhouette=%.3f stability=%.3f (%.1fs)",
-                    algorithm,
-                    k,
-                    metrics["silhouette"],
-                    stability,
-                    seconds,
-                )
+        candidates = [(a, k) for a in tcfg.algorithms for k in range(tcfg.k_min, tcfg.k_max + 1)]
+        # Fits run from driver threads; MLflow logging stays on this thread, in candidate order.
+        with ThreadPoolExecutor(tcfg.selection.parallelism) as pool:
+            fits = list(pool.map(lambda c: _fit_candidate(c[0], c[1], tcfg, sample, stability_seeds), candidates))
+        records, fitted = [], {}
+        for (algorithm, k), (model, record, wall_start) in zip(candidates, fits, strict=True):
+            records.append(record)
+            fitted[(algorithm, k)] = model
+            tracking.child_run(
+                f"{algorithm}-k{k}",
+                params={**param_record(algorithm, k, tcfg, tcfg.seed), "as_of": as_of, "sample_rows": n_sample},
+                metrics={m: v for m, v in record.items() if m not in ("algorithm", "k")},
+                tags={**tags, "algorithm": algorithm, "k": k, "role": "candidate"},
+                started=wall_start,
+                ended=wall_start + record["fit_seconds"],
+            )
+            log.info(
+                "%s k=%d silhouette=%.3f stability=%.3f (%.1fs)",
+                algorithm,
+                k,
+                record["silhouette"],
+                record["stability_ari"],
+                record["fit_seconds"],
+            )
 
         laps("sweep")
         choice = choose(
