@@ -14,10 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from pyspark import StorageLevel
 from pyspark.ml.clustering import KMeans
+from run import bench_settings, cached_matrix
 
-from segmentation.config import SparkConfig
 from segmentation.spark import get_spark
 
 VARIANTS = {
@@ -34,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--matrix", default="/tmp/segmentation-bench/fit_matrix")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
-    spark = get_spark(SparkConfig(master="local[*]", driver_memory="12g", ui_enabled=False, log_level="ERROR"))
-    data = spark.read.parquet(args.matrix).persist(StorageLevel.MEMORY_AND_DISK)
-    result = {"rows": data.count(), "k": 8, "max_iter": 20}
+    spark = get_spark(bench_settings())
+    data, rows = cached_matrix(spark, args.matrix)
+    result = {"rows": rows, "k": 8, "max_iter": 20}
     for name, params in VARIANTS.items():
         start = time.perf_counter()
         KMeans(k=8, maxIter=20, tol=0.0, seed=7, **params).fit(data)

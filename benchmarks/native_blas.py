@@ -20,9 +20,8 @@ import sys
 from pathlib import Path
 
 from peers import spark_fit
-from pyspark import StorageLevel
+from run import bench_settings, blas, cached_matrix
 
-from segmentation.config import SparkConfig
 from segmentation.spark import get_spark
 
 ALGORITHMS = ("kmeans", "bisecting_kmeans", "gaussian_mixture")
@@ -33,18 +32,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--matrix", default="/tmp/segmentation-bench/fit_matrix")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
-    spark = get_spark(SparkConfig(master="local[*]", driver_memory="12g", ui_enabled=False, log_level="ERROR"))
-    jvm = spark.sparkContext._jvm
-    blas = jvm.dev.ludovic.netlib.blas.BLAS.getInstance().getClass().getName()
-    data = spark.read.parquet(args.matrix).persist(StorageLevel.MEMORY_AND_DISK)
-    run = {"rows": data.count(), "k": 8, "max_iter": 20}
+    spark = get_spark(bench_settings())
+    data, rows = cached_matrix(spark, args.matrix)
+    run = {"rows": rows, "k": 8, "max_iter": 20}
     run.update({algorithm: round(spark_fit(algorithm, data, 8, 20, 7), 2) for algorithm in ALGORITHMS})
     path = args.out / "native_blas.json"
     results = json.loads(path.read_text()) if path.exists() else {}
-    results[blas] = run
+    loaded = blas(spark)
+    results[loaded] = run
     args.out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1))
-    print(json.dumps({blas: run}))
+    print(json.dumps({loaded: run}))
     spark.stop()
     return 0
 

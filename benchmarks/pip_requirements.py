@@ -23,8 +23,8 @@ from pyspark.ml import Pipeline
 from pyspark.ml.clustering import KMeans
 from pyspark.ml.feature import VectorAssembler
 from pyspark.sql import functions as F
+from run import bench_settings
 
-from segmentation.config import SparkConfig
 from segmentation.spark import get_spark
 from segmentation.tracking import model_pip_requirements
 
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
-    spark = get_spark(SparkConfig(master="local[*]", driver_memory="4g", ui_enabled=False, log_level="ERROR"))
+    spark = get_spark(bench_settings("4g"))
     data = spark.range(args.rows).select((F.col("id") % 97).cast("double").alias("a"), F.rand(1).alias("b"))
     model = Pipeline(stages=[VectorAssembler(inputCols=["a", "b"], outputCol="features"), KMeans(k=4, seed=1)]).fit(
         data

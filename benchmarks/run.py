@@ -163,7 +163,7 @@ def run_size(spark, results: Results, work: Path, n: int, args) -> None:
     for output in (work / str(n)).glob("*"):
         if output not in keep:
             shutil.rmtree(output) if output.is_dir() else output.unlink()
-    if resume:  # the feature stages' rows come from the earlier results file (see Results.resume)
+    if resume:  # the feature stages' rows come from the earlier results file (see main)
         log.info("size %s: reusing the features in %s", n, features)
     else:
         run_feature_stages(spark, results, work, n, cfg, reuse, args)
@@ -225,11 +225,16 @@ def prepared_matrix(spark, work: Path, n: int, args):
     return path, len(columns)
 
 
+def cached_matrix(spark, path: str):
+    """The prepared feature matrix at ``path``, persisted, and its row count."""
+    data = spark.read.parquet(path).persist(StorageLevel.MEMORY_AND_DISK)
+    return data, data.count()
+
+
 def run_fits(spark, results: Results, work: Path, n: int, args) -> None:
     path, n_features = prepared_matrix(spark, work, n, args)
     uncached = spark.read.parquet(path)
-    cached = spark.read.parquet(path).persist(StorageLevel.MEMORY_AND_DISK)
-    rows = cached.count()
+    cached, rows = cached_matrix(spark, path)
     x = np.asarray(cached.select(vector_to_array("features").alias("v")).toPandas()["v"].tolist(), dtype=np.float64)
     shape = {"rows": rows, "features": n_features, "k": args.fit_k, "max_iter": args.max_iter}
     for algorithm in ALGORITHMS:
@@ -260,7 +265,14 @@ def blas(spark) -> str:
     return jvm.dev.ludovic.netlib.blas.BLAS.getInstance().getClass().getName()
 
 
-def main(argv: list[str] | None = None) -> int:
+def bench_settings(driver_memory: str = "12g") -> SparkConfig:
+    """The session every benchmark script uses: local[*], no UI, quiet logs."""
+    return SparkConfig(master="local[*]", app_name="segmentation-bench", driver_memory=driver_memory,
+                       ui_enabled=False, log_level="ERROR")  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """This script's options; the lever scripts take its defaults (``parse_args([])``) for the sizes' configs."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000000,10000000,100000000")
     parser.add_argument("--work", type=Path, default=Path("/tmp/segmentation-bench"))
@@ -280,7 +292,11 @@ def main(argv: list[str] | None = None) -> int:
                              "stages' rows are taken from <out>/results.json")  # fmt: skip
     parser.add_argument("--duckdb-memory", default="8GB",
                         help="DuckDB's memory_limit; it shares the machine with the Spark driver's heap")  # fmt: skip
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for noisy in ("py4j", "mlflow", "alembic", "segmentation"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -298,9 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         results.rows += [r for r in before["rows"] if r["stage"] in FEATURE_STAGES and r["size"] in sizes]
         meta["feature_stages_measured"] = before["meta"]["date"]
     args.work.mkdir(parents=True, exist_ok=True)
-    settings = SparkConfig(master="local[*]", app_name="segmentation-bench", driver_memory=args.driver_memory,
-                           ui_enabled=False, log_level="ERROR")  # fmt: skip
-    spark = results.measure(None, "spark_start", lambda: get_spark(settings))
+    spark = results.measure(None, "spark_start", lambda: get_spark(bench_settings(args.driver_memory)))
     meta["spark"] = spark.version
     meta["shuffle_partitions"] = spark.conf.get("spark.sql.shuffle.partitions")
     meta["blas"] = blas(spark)

@@ -17,9 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from run import PeakMemory, bench_config
+from run import PeakMemory, bench_config, bench_settings, build_parser
 
-from segmentation.config import SparkConfig
 from segmentation.feature_pipeline import run_feature_pipeline
 from segmentation.spark import get_spark
 
@@ -31,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/segmentation-bench"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
-    spark = get_spark(SparkConfig(master="local[*]", driver_memory="12g", ui_enabled=False, log_level="ERROR"))
+    spark = get_spark(bench_settings())
     result: dict = {"size": args.size, "runs": []}
     for partitions in (int(p) for p in args.partitions.split(",")):
         spark.conf.set("spark.sql.shuffle.partitions", str(partitions))
@@ -39,8 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(out, ignore_errors=True)
         # the bench's config for this size (its generated input), with the outputs redirected
         outputs = {f"features.{table}.path": out / table for table in ("output", "quarantine", "quality")}
-        training = argparse.Namespace(k_min=2, k_max=8, max_iter=20, sample_size=50_000)
-        cfg = bench_config(args.work, args.size, training, outputs)
+        cfg = bench_config(args.work, args.size, build_parser().parse_args([]), outputs)
         with PeakMemory() as memory:
             start = time.perf_counter()
             run_feature_pipeline(spark, cfg)

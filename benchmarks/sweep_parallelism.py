@@ -16,9 +16,8 @@ import json
 import sys
 from pathlib import Path
 
-from run import bench_config
+from run import bench_config, bench_settings, build_parser
 
-from segmentation.config import SparkConfig
 from segmentation.spark import get_spark
 from segmentation.training_pipeline import run_training
 
@@ -30,10 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/segmentation-bench"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
-    spark = get_spark(SparkConfig(master="local[*]", driver_memory="12g", ui_enabled=False, log_level="ERROR"))
+    spark = get_spark(bench_settings())
     result: dict = {"size": args.size, "runs": []}
     for threads in (int(p) for p in args.parallelism.split(",")):
-        training = argparse.Namespace(k_min=2, k_max=8, max_iter=20, sample_size=50_000)
         overrides = {
             "training.selection.parallelism": threads,
             "training.register_model": False,
@@ -42,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             "profiles.output.path": args.work / f"sweep-{threads}" / "profiles",
             "profiles.report_dir": args.work / f"sweep-{threads}" / "reports",
         }
-        cfg = bench_config(args.work, args.size, training, overrides)
+        cfg = bench_config(args.work, args.size, build_parser().parse_args([]), overrides)
         trained = run_training(spark, cfg)
         result["runs"].append(
             {
