@@ -8,6 +8,7 @@ transaction, so a rerun is idempotent and other snapshots stay.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 
@@ -17,7 +18,7 @@ from pyspark.sql import functions as F
 
 from segmentation.config import AppConfig, CustomersInput
 from segmentation.errors import ContractError, InputNotFoundError, QuarantineThresholdError
-from segmentation.features import customer_features, demographic_features, top_values
+from segmentation.features import customer_activity, demographic_features, top_values, typical_gap, with_churn
 from segmentation.io import read_table, write_table
 from segmentation.quality import (
     QUARANTINE_REASONS,
@@ -34,11 +35,14 @@ __all__ = ["run_feature_pipeline", "compute_features", "read_quality"]
 log = logging.getLogger(__name__)
 
 
-def compute_features(spark: SparkSession, cfg: AppConfig) -> tuple[DataFrame, DataFrame, QualityReport, DataFrame]:
-    """Read and validate the transactions, then compute the features lazily.
+def compute_features(
+    spark: SparkSession, cfg: AppConfig
+) -> tuple[DataFrame, DataFrame, QualityReport, list[DataFrame]]:
+    """Read and validate the transactions, check the quarantine, then compute the features.
 
-    Returns (features, quarantine, report, labelled); ``labelled`` is persisted and the
-    caller unpersists it once the outputs are written.
+    Returns (features, quarantine, report, persisted): ``persisted`` are the labelled rows
+    and the per-customer activity, which the caller unpersists once the outputs are written
+    (they are unpersisted here when a check fails).
     """
     source = cfg.input.transactions
     fcfg = cfg.features
@@ -58,36 +62,41 @@ def compute_features(spark: SparkSession, cfg: AppConfig) -> tuple[DataFrame, Da
             "expected timestamps such as 2024-05-31 12:00:00"
         )
     labelled = label_rows(parsed, as_of).persist(StorageLevel.MEMORY_AND_DISK)
-    by_reason = {r["reason"]: r["count"] for r in labelled.groupBy("reason").count().collect()}
-    rows_read = sum(by_reason.values())
-    rows_kept = by_reason.pop(None, 0)
-    kept = labelled.where(F.col("reason").isNull())
-
-    categories = (
-        top_values(kept, "category", fcfg.top_categories, weight=F.when(F.col("amount") > 0, F.col("amount")))
-        if "category" in columns
-        else []
-    )
-    channels = top_values(kept, "channel", fcfg.max_channels) if "channel" in columns else []
-    features = customer_features(
-        kept,
-        as_of,
-        categories=categories,
-        channels=channels,
-        trend_window_days=fcfg.trend_window_days,
-        churn_gap_multiple=fcfg.churn_gap_multiple,
-    )
+    persisted = [labelled]
+    try:
+        by_reason = {r["reason"]: r["count"] for r in labelled.groupBy("reason").count().collect()}
+        rows_kept = by_reason.pop(None, 0)
+        report = QualityReport(
+            as_of=as_of,
+            rows_read=rows_kept + sum(by_reason.values()),
+            rows_kept=rows_kept,
+            customers=0,
+            quarantined={reason: int(by_reason.get(reason, 0)) for reason in QUARANTINE_REASONS},
+        )
+        _check_kept_rows(report, fcfg.max_quarantine_share, source.location)
+        kept = labelled.where(F.col("reason").isNull())
+        categories = (
+            top_values(kept, "category", fcfg.top_categories, weight=F.when(F.col("amount") > 0, F.col("amount")))
+            if "category" in columns
+            else []
+        )
+        channels = top_values(kept, "channel", fcfg.max_channels) if "channel" in columns else []
+        # Persisted so the customer count, the median gap and the write read one aggregation, not three.
+        activity = customer_activity(
+            kept, as_of, categories=categories, channels=channels, trend_window_days=fcfg.trend_window_days
+        ).persist(StorageLevel.MEMORY_AND_DISK)
+        persisted.append(activity)
+        report = dataclasses.replace(report, customers=activity.count())
+        features = with_churn(
+            activity, typical_gap(activity, default=float(fcfg.trend_window_days)), fcfg.churn_gap_multiple
+        )
+    except BaseException:
+        for frame in persisted:
+            frame.unpersist()
+        raise
     if cfg.input.customers.enabled:
         features = features.join(_demographics(spark, cfg.input.customers), "customer_id", how="left")
         features = features.fillna(0.0, subset=[c for c in features.columns if c.endswith("_other")])
-
-    report = QualityReport(
-        as_of=as_of,
-        rows_read=rows_read,
-        rows_kept=rows_kept,
-        customers=0,
-        quarantined={reason: int(by_reason.get(reason, 0)) for reason in QUARANTINE_REASONS},
-    )
     quarantine = labelled.where(F.col("reason").isNotNull()).select(
         "customer_id",
         *(["transaction_id"] if "transaction_id" in columns else []),
@@ -96,7 +105,19 @@ def compute_features(spark: SparkSession, cfg: AppConfig) -> tuple[DataFrame, Da
         "reason",
         F.lit(as_of).alias("as_of"),
     )
-    return features, quarantine, report, labelled
+    return features, quarantine, report, persisted
+
+
+def _check_kept_rows(report: QualityReport, max_share: float, location: str) -> None:
+    """Stop before any aggregation when too much was quarantined or nothing was kept."""
+    if report.quarantined_share > max_share:
+        raise QuarantineThresholdError(
+            f"{report.rows_quarantined} of {report.rows_read} rows ({report.quarantined_share:.2%}) of "
+            f"'{location}' were quarantined, over features.max_quarantine_share={max_share}; "
+            f"reasons: {', '.join(f'{k}={v}' for k, v in report.quarantined.items() if v)}. Nothing was written"
+        )
+    if report.rows_kept == 0:
+        raise ContractError(f"no valid transaction left in '{location}'; nothing was written")
 
 
 def _demographics(spark: SparkSession, customers: CustomersInput) -> DataFrame:
@@ -114,36 +135,20 @@ def _demographics(spark: SparkSession, customers: CustomersInput) -> DataFrame:
 def run_feature_pipeline(spark: SparkSession, cfg: AppConfig) -> QualityReport:
     """Build and write the feature snapshot, the quarantine and the quality row; return the report."""
     fcfg = cfg.features
-    features, quarantine, report, labelled = compute_features(spark, cfg)
+    features, quarantine, report, persisted = compute_features(spark, cfg)
     try:
         log.info("data quality: %s", report.summary())
-        if report.quarantined_share > fcfg.max_quarantine_share:
-            raise QuarantineThresholdError(
-                f"{report.rows_quarantined} of {report.rows_read} rows ({report.quarantined_share:.2%}) of "
-                f"'{cfg.input.transactions.location}' were quarantined, over "
-                f"features.max_quarantine_share={fcfg.max_quarantine_share}; "
-                f"reasons: {', '.join(f'{k}={v}' for k, v in report.quarantined.items() if v)}. Nothing was written"
-            )
-        if report.rows_kept == 0:
-            raise ContractError(
-                f"no valid transaction left in '{cfg.input.transactions.location}'; nothing was written"
-            )
         snapshot = {"as_of": report.as_of.isoformat()}
         write_table(features, fcfg.output, partition_by=["as_of"], replace_where=snapshot)
         write_table(quarantine, fcfg.quarantine, partition_by=["as_of"], replace_where=snapshot)
-        customers = read_table(spark, fcfg.output).where(F.col("as_of") == F.lit(report.as_of)).count()
-        report = QualityReport(
-            as_of=report.as_of,
-            rows_read=report.rows_read,
-            rows_kept=report.rows_kept,
-            customers=customers,
-            quarantined=report.quarantined,
-        )
         write_table(_quality_row(spark, report, cfg), fcfg.quality, partition_by=["as_of"], replace_where=snapshot)
-        log.info("features of %d customers for as_of %s written to %s", customers, report.as_of, fcfg.output.location)
+        log.info(
+            "features of %d customers for as_of %s written to %s", report.customers, report.as_of, fcfg.output.location
+        )
         return report
     finally:
-        labelled.unpersist()
+        for frame in persisted:
+            frame.unpersist()
 
 
 def _quality_row(spark: SparkSession, report: QualityReport, cfg: AppConfig) -> DataFrame:

@@ -39,6 +39,12 @@ def config(tmp_path, fmt, as_of="2024-01-31", **extra):
     return load_config([BASE], sets)
 
 
+def persisted_rdds(spark) -> int:
+    """Persisted RDDs other than Delta's own cache of table states (which reading a Delta input adds)."""
+    rdds = spark.sparkContext._jsc.getPersistentRDDs().values()
+    return sum(1 for rdd in rdds if not rdd.name().startswith("Delta Table State"))
+
+
 def write_input(spark, tmp_path, fmt, rows=ROWS):
     df = spark.createDataFrame(rows, SCHEMA)
     if fmt == "csv":
@@ -52,7 +58,9 @@ def write_input(spark, tmp_path, fmt, rows=ROWS):
 @pytest.mark.parametrize("fmt", ["csv", "parquet", "delta"])
 def test_every_format_with_renamed_columns(spark, tmp_path, fmt):
     write_input(spark, tmp_path, fmt)
+    cached_before = persisted_rdds(spark)
     report = run_feature_pipeline(spark, config(tmp_path, fmt))
+    assert persisted_rdds(spark) == cached_before  # the labelled rows and the activity were unpersisted
     assert (report.rows_read, report.rows_kept, report.customers) == (7, 4, 2)
     assert report.quarantined["duplicate_transaction_id"] == 1
     assert report.quarantined["after_as_of"] == 1 and report.quarantined["null_customer_id"] == 1
@@ -85,8 +93,10 @@ def test_rerun_replaces_only_its_snapshot(spark, tmp_path):
 
 def test_quarantine_threshold_fails_and_writes_nothing(spark, tmp_path):
     write_input(spark, tmp_path, "parquet")
+    cached_before = persisted_rdds(spark)
     with pytest.raises(QuarantineThresholdError, match=r"3 of 7 rows \(42.86%\).*max_quarantine_share=0.1.*Nothing"):
         run_feature_pipeline(spark, config(tmp_path, "parquet", **{"features.max_quarantine_share": 0.1}))
+    assert persisted_rdds(spark) == cached_before
     assert not (tmp_path / "features").exists() and not (tmp_path / "quarantine").exists()
 
 
