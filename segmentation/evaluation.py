@@ -24,6 +24,7 @@ aic, bic            GaussianMixture only: 2p - 2LL and p ln(n) - 2LL with
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import numpy as np
 from pyspark.ml.evaluation import ClusteringEvaluator
@@ -132,10 +133,18 @@ def evaluate_clustering(
 
 
 def adjusted_rand_index(df: DataFrame, labels_a: str, labels_b: str) -> float:
-    """Adjusted Rand index between two label columns (Hubert & Arabie), from a Spark contingency table."""
-    counts = [r["count"] for r in df.groupBy(labels_a, labels_b).count().collect()]
-    rows = [r["count"] for r in df.groupBy(labels_a).count().collect()]
-    cols = [r["count"] for r in df.groupBy(labels_b).count().collect()]
+    """Adjusted Rand index between two label columns (Hubert & Arabie), from a Spark contingency table.
+
+    One Spark job: the row and column totals are summed on the driver from the (at most
+    k_a x k_b) cells.
+    """
+    cells = df.groupBy(labels_a, labels_b).count().collect()
+    counts = [r["count"] for r in cells]
+    rows_by, cols_by = Counter(), Counter()
+    for r in cells:
+        rows_by[r[labels_a]] += r["count"]
+        cols_by[r[labels_b]] += r["count"]
+    rows, cols = list(rows_by.values()), list(cols_by.values())
 
     def pairs(values: list[int]) -> float:
         return float(sum(v * (v - 1) / 2 for v in values))
