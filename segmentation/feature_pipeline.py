@@ -90,13 +90,13 @@ def compute_features(
         features = with_churn(
             activity, typical_gap(activity, default=float(fcfg.trend_window_days)), fcfg.churn_gap_multiple
         )
+        if cfg.input.customers.enabled:  # reads the customers table, which can be missing or wrong
+            features = features.join(_demographics(spark, cfg.input.customers), "customer_id", how="left")
+            features = features.fillna(0.0, subset=[c for c in features.columns if c.endswith("_other")])
     except BaseException:
         for frame in persisted:
             frame.unpersist()
         raise
-    if cfg.input.customers.enabled:
-        features = features.join(_demographics(spark, cfg.input.customers), "customer_id", how="left")
-        features = features.fillna(0.0, subset=[c for c in features.columns if c.endswith("_other")])
     quarantine = labelled.where(F.col("reason").isNotNull()).select(
         "customer_id",
         *(["transaction_id"] if "transaction_id" in columns else []),

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from segmentation.config import load_config
-from segmentation.errors import ContractError, QuarantineThresholdError
+from segmentation.errors import ContractError, InputNotFoundError, QuarantineThresholdError
 from segmentation.feature_pipeline import read_quality, run_feature_pipeline
 
 BASE = Path(__file__).resolve().parent.parent / "conf" / "base.yaml"
@@ -124,3 +124,16 @@ def test_customer_attributes_are_joined_and_encoded(spark, tmp_path):
     assert rows["B"].age == 30.0  # imputed with the median
     assert (rows["A"].region_north, rows["A"].region_south, rows["A"].region_other) == (1.0, 0.0, 0.0)
     assert dt.date(2024, 1, 31) == rows["A"].as_of
+
+
+def test_missing_customers_table_fails_and_leaves_nothing_cached(spark, tmp_path):
+    write_input(spark, tmp_path, "parquet")
+    cached_before = persisted_rdds(spark)
+    cfg = config(tmp_path, "parquet", **{
+        "input.customers.enabled": "true", "input.customers.path": str(tmp_path / "no_customers"),
+        "input.customers.customer_id": "cid", "input.customers.numeric": "[age]",
+    })  # fmt: skip
+    with pytest.raises(InputNotFoundError, match="no_customers"):
+        run_feature_pipeline(spark, cfg)
+    assert persisted_rdds(spark) == cached_before  # the labelled rows and the activity were unpersisted
+    assert not (tmp_path / "features").exists()
