@@ -52,6 +52,7 @@ bench: install
 	$(BIN)/python benchmarks/pip_requirements.py --out benchmarks/results
 	$(BIN)/python benchmarks/shuffle_partitions.py --size $(BENCH_SHUFFLE_SIZE) --partitions 4,16,64,4 --out benchmarks/results
 	$(BIN)/python benchmarks/sweep_parallelism.py --size 1000000 --parallelism 1,2 --out benchmarks/results
+	$(BIN)/python benchmarks/sweep_breakdown.py --size 1000000 --out benchmarks/results
 
 lint: install
 	$(BIN)/ruff check segmentation jobs tests benchmarks
