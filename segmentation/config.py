@@ -230,6 +230,10 @@ class SelectionConfig(_Section):
     min_stability: float = Field(0.7, ge=-1, le=1)
     # Number of seeds per (algorithm, k); 1 disables the stability check.
     stability_seeds: int = Field(2, ge=1)
+    # "shortlist": refit with the other seeds only the candidates the rule needs (same pick,
+    # about a third of the refits; segmentation.selection). "all": every candidate, for the
+    # full stability curve in the MLflow compare view.
+    stability_scope: Literal["shortlist", "all"] = "shortlist"
     silhouette_tolerance: float = Field(0.01, ge=0)
     # Candidates fitted at once from driver threads. MLlib's per-iteration jobs on a sample leave
     # cores idle between them; two threads fit the KMeans sweep 1.7x faster on 2 cores (make bench).

@@ -21,6 +21,15 @@ Rule
    (computed on hard assignments for every algorithm); ties within
    ``silhouette_tolerance`` go to the earlier algorithm in
    ``training.algorithms``.
+
+Stability costs a second fit per candidate, and the rule only needs it where it
+can change the pick: the best candidates by the criterion of step 2 or 3, down to
+the first stable one, and those tied with it. ``stability_needed`` names those
+candidates from the stabilities measured so far (``None`` = not measured); the
+training job measures them, asks again, and stops when it names none. The pick
+is then the one the rule makes with every stability measured (tested on random
+sweeps); unmeasured candidates are not admissible and are listed in the
+rationale as ``unmeasured_k``.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Choice", "choose", "elbow_k"]
+__all__ = ["Choice", "choose", "elbow_k", "stability_needed"]
 
 BIC_RELATIVE_TIE = 1e-3
 
@@ -64,12 +73,14 @@ def elbow_k(ks: Sequence[int], wssse: Sequence[float]) -> int:
     return best_k
 
 
+def _stable(record: Mapping[str, Any], min_stability: float) -> bool:
+    """NaN (the check is off: one seed) counts as stable; None (not measured) does not."""
+    ari = record["stability_ari"]
+    return ari is not None and not (ari < min_stability)
+
+
 def _admissible(records: list[Mapping[str, Any]], min_share: float, min_stability: float) -> list[Mapping[str, Any]]:
-    return [
-        r
-        for r in records
-        if r["min_cluster_share"] >= min_share and not (r["stability_ari"] < min_stability)  # NaN counts as stable
-    ]
+    return [r for r in records if r["min_cluster_share"] >= min_share and _stable(r, min_stability)]
 
 
 def _finite(value: float) -> bool:
@@ -120,6 +131,7 @@ def choose(
             "elbow_k": int(elbow),
             "admissible_k": [int(r["k"]) for r in admissible],
             "tied_k": [int(r["k"]) for r in tied],
+            "unmeasured_k": [int(r["k"]) for r in rows if r["stability_ari"] is None],
         }
     if not chosen:
         raise ValueError("the sweep produced no candidates to choose from")
@@ -142,3 +154,45 @@ def choose(
         },
     }
     return Choice(chosen_k=chosen, champion=champion, rationale=rationale)
+
+
+def stability_needed(
+    records: Sequence[Mapping[str, Any]],
+    algorithms: Sequence[str],
+    min_cluster_share: float,
+    min_stability: float,
+    silhouette_tolerance: float,
+) -> list[tuple[str, int]]:
+    """The (algorithm, k) whose stability the rule still needs, given those measured so far.
+
+    Per algorithm, walk the candidates with a large enough smallest cluster from the best
+    to the worst by the rule's criterion. The first one not yet measured is needed, and so
+    are the unmeasured ones it would tie with; the walk stops there, or at the first
+    stable one, whose unmeasured ties are needed. An empty list means the rule can decide.
+    """
+    needed: list[tuple[str, int]] = []
+    for algorithm in algorithms:
+        rows = [r for r in records if r["algorithm"] == algorithm and r["min_cluster_share"] >= min_cluster_share]
+        unmeasured = [r for r in rows if r["stability_ari"] is None]
+        if not unmeasured:
+            continue
+        if algorithm == "gaussian_mixture" and not all(_finite(r["bic"]) for r in rows):
+            # Whether the BIC or the silhouette rule applies depends on which are admissible.
+            needed += [(algorithm, int(r["k"])) for r in unmeasured]
+            continue
+        if algorithm == "gaussian_mixture":
+            ordered = sorted(rows, key=lambda r: r["bic"])
+
+            def tied(r, best):
+                return r["bic"] <= best["bic"] + abs(best["bic"]) * BIC_RELATIVE_TIE
+        else:
+            ordered = sorted(rows, key=lambda r: -_silhouette(r))
+
+            def tied(r, best):
+                return _silhouette(r) >= _silhouette(best) - silhouette_tolerance
+
+        for r in ordered:
+            if r["stability_ari"] is None or _stable(r, min_stability):
+                needed += [(algorithm, int(o["k"])) for o in unmeasured if tied(o, r)]
+                break
+    return needed

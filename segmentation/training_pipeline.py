@@ -47,7 +47,7 @@ from segmentation.monitoring import drift_report, migration_matrix
 from segmentation.preprocessing import drop_degenerate_columns, fit_preprocessing, resolve_feature_columns
 from segmentation.profiles import SegmentDescription, describe_segments
 from segmentation.report import SegmentReport, render_report
-from segmentation.selection import Choice, choose
+from segmentation.selection import Choice, choose, stability_needed
 
 __all__ = ["Laps", "TrainingResult", "load_feature_snapshot", "run_training", "training_reference"]
 
@@ -104,42 +104,69 @@ def load_feature_snapshot(spark: SparkSession, cfg: AppConfig) -> tuple[DataFram
     return snapshot, str(as_of)
 
 
-def _sweep_record(
-    algorithm: str, k: int, metrics: dict[str, float], stability: float, seconds: float
-) -> dict[str, Any]:
-    return {"algorithm": algorithm, "k": k, **metrics, "stability_ari": stability, "fit_seconds": seconds}
+def _fit_candidate(algorithm: str, k: int, tcfg: TrainingConfig, sample: DataFrame, stability: float | None
+                   ) -> tuple[Any, dict[str, Any], float]:  # fmt: skip
+    """Fit one (algorithm, k) on the sample and evaluate it: (model, sweep record, wall-clock start).
 
-
-def _stability(estimator_for_seed, sample: DataFrame, predictions: DataFrame, seeds: list[int]) -> float:
-    """Mean adjusted Rand index between the base fit and fits with other seeds on the same rows."""
-    if not seeds:
-        return float("nan")
-    scores = []
-    for seed in seeds:
-        other = estimator_for_seed(seed).fit(sample)
-        joined = other.transform(predictions.select("customer_id", "features", F.col("prediction").alias("base")))
-        scores.append(adjusted_rand_index(joined, "base", "prediction_alt"))
-    return float(sum(scores) / len(scores))
-
-
-def _fit_candidate(
-    algorithm: str, k: int, tcfg: TrainingConfig, sample: DataFrame, stability_seeds: list[int]
-) -> tuple[Any, dict[str, Any], float]:
-    """Fit one (algorithm, k) on the sample and evaluate it: (model, sweep record, wall-clock start)."""
-    started, wall_start = time.perf_counter(), time.time()
+    The record times the fit and the metrics apart; ``stability`` is its stability until
+    measured (None, or NaN when the check is off).
+    """
+    wall_start, started = time.time(), time.perf_counter()
     model = build_estimator(algorithm, k, tcfg, tcfg.seed).fit(sample)
+    fitted = time.perf_counter()
     predictions = model.transform(sample).persist()
     metrics = evaluate_clustering(model, predictions, "features", "prediction", algorithm)
-    stability = _stability(
-        lambda seed: build_estimator(
-            algorithm, k, tcfg, seed, prediction_col="prediction_alt", probability_col="probability_alt"
-        ),
-        sample,
-        predictions,
-        stability_seeds,
-    )
     predictions.unpersist()
-    return model, _sweep_record(algorithm, k, metrics, stability, time.perf_counter() - started), wall_start
+    record = {"algorithm": algorithm, "k": k, **metrics, "stability_ari": stability,
+              "fit_seconds": fitted - started, "metrics_seconds": time.perf_counter() - fitted,
+              "stability_seconds": None}  # fmt: skip
+    return model, record, wall_start
+
+
+def _stability(algorithm: str, k: int, model: Any, tcfg: TrainingConfig, sample: DataFrame, seeds: list[int]
+               ) -> tuple[float, float]:  # fmt: skip
+    """(mean adjusted Rand index between the model and fits with other seeds on the same rows, seconds)."""
+    started = time.perf_counter()
+    base = model.transform(sample).select("customer_id", "features", F.col("prediction").alias("base"))
+    scores = []
+    for seed in seeds:
+        estimator = build_estimator(
+            algorithm, k, tcfg, seed, prediction_col="prediction_alt", probability_col="probability_alt"
+        )
+        scores.append(adjusted_rand_index(estimator.fit(sample).transform(base), "base", "prediction_alt"))
+    return float(sum(scores) / len(scores)), time.perf_counter() - started
+
+
+def _sweep(tcfg: TrainingConfig, sample: DataFrame) -> tuple[list[tuple[str, int]], dict, dict, dict]:
+    """Fit and evaluate every (algorithm, k), then measure stability where ``stability_scope`` asks.
+
+    Returns the candidates in order and, per candidate, its model, sweep record and wall-clock start.
+    """
+    sel = tcfg.selection
+    seeds = [tcfg.seed + i for i in range(1, sel.stability_seeds)]
+    candidates = [(a, k) for a in tcfg.algorithms for k in range(tcfg.k_min, tcfg.k_max + 1)]
+    unmeasured = None if seeds else float("nan")
+
+    def pending() -> list[tuple[str, int]]:
+        if not seeds:
+            return []
+        if sel.stability_scope == "all":
+            return [c for c in candidates if records[c]["stability_ari"] is None]
+        return stability_needed(
+            list(records.values()), tcfg.algorithms, sel.min_cluster_share, sel.min_stability,
+            sel.silhouette_tolerance,
+        )  # fmt: skip
+
+    with ThreadPoolExecutor(sel.parallelism) as pool:
+        fits = dict(zip(candidates, pool.map(lambda c: _fit_candidate(*c, tcfg, sample, unmeasured), candidates),
+                        strict=True))  # fmt: skip
+        models = {c: fit[0] for c, fit in fits.items()}
+        records = {c: fit[1] for c, fit in fits.items()}
+        while todo := pending():
+            scores = pool.map(lambda c: _stability(*c, models[c], tcfg, sample, seeds), todo)
+            for c, (ari, seconds) in zip(todo, scores, strict=True):
+                records[c].update(stability_ari=ari, stability_seconds=seconds)
+    return candidates, models, records, {c: fit[2] for c, fit in fits.items()}
 
 
 def run_training(spark: SparkSession, cfg: AppConfig, quality: dict[str, float] | None = None) -> TrainingResult:
@@ -199,30 +226,32 @@ def run_training(spark: SparkSession, cfg: AppConfig, quality: dict[str, float] 
             n_customers,
         )
 
-        stability_seeds = [tcfg.seed + i for i in range(1, tcfg.selection.stability_seeds)]
-        candidates = [(a, k) for a in tcfg.algorithms for k in range(tcfg.k_min, tcfg.k_max + 1)]
-        # Fits run from driver threads; MLflow logging stays on this thread, in candidate order.
-        with ThreadPoolExecutor(tcfg.selection.parallelism) as pool:
-            fits = list(pool.map(lambda c: _fit_candidate(c[0], c[1], tcfg, sample, stability_seeds), candidates))
-        records, fitted = [], {}
-        for (algorithm, k), (model, record, wall_start) in zip(candidates, fits, strict=True):
+        candidates, fitted, by_candidate, wall_starts = _sweep(tcfg, sample)
+        records = []
+        for algorithm, k in candidates:
+            record = by_candidate[(algorithm, k)]
+            record["candidate_seconds"] = sum(
+                record[f"{step}_seconds"] or 0.0 for step in ("fit", "metrics", "stability")
+            )
             records.append(record)
-            fitted[(algorithm, k)] = model
             tracking.child_run(
                 f"{algorithm}-k{k}",
                 params={**param_record(algorithm, k, tcfg, tcfg.seed), "as_of": as_of, "sample_rows": n_sample},
-                metrics={m: v for m, v in record.items() if m not in ("algorithm", "k")},
+                # Not measured (stability_scope: shortlist) is left out, not logged as a number.
+                metrics={m: v for m, v in record.items() if m not in ("algorithm", "k") and v is not None},
                 tags={**tags, "algorithm": algorithm, "k": k, "role": "candidate"},
-                started=wall_start,
-                ended=wall_start + record["fit_seconds"],
+                # The UI's Duration: the fit and the metrics, which ran back to back; the
+                # stability refits ran after every candidate's fit (stability_seconds).
+                started=wall_starts[(algorithm, k)],
+                ended=wall_starts[(algorithm, k)] + record["fit_seconds"] + record["metrics_seconds"],
             )
             log.info(
-                "%s k=%d silhouette=%.3f stability=%.3f (%.1fs)",
+                "%s k=%d silhouette=%.3f stability=%s (%.1fs)",
                 algorithm,
                 k,
                 record["silhouette"],
-                record["stability_ari"],
-                record["fit_seconds"],
+                "not measured" if record["stability_ari"] is None else f"{record['stability_ari']:.3f}",
+                record["candidate_seconds"],
             )
 
         laps("sweep")

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 
-from segmentation.selection import choose, elbow_k
+from segmentation.selection import choose, elbow_k, stability_needed
 
 NAN = float("nan")
 
@@ -89,3 +90,68 @@ def test_gmm_with_infinite_bic_falls_back_to_silhouette():
 def test_nan_silhouette_ranks_last():
     records = [rec("kmeans", 2, NAN), rec("kmeans", 3, 0.1)]
     assert choose(records, ["kmeans"], **RULE).chosen_k == {"kmeans": 3}
+
+
+ALGORITHMS = ["kmeans", "bisecting_kmeans", "gaussian_mixture"]
+
+
+def measure_lazily(records, algorithms=ALGORITHMS):
+    """Measure stability only where stability_needed asks, as the training job does."""
+    lazy = [{**r, "stability_ari": None} for r in records]
+    truth = {(r["algorithm"], r["k"]): r["stability_ari"] for r in records}
+    measured = set()
+    while needed := stability_needed(lazy, algorithms, **RULE):
+        assert not measured & set(needed), "asked twice for the same candidate"
+        measured |= set(needed)
+        for r in lazy:
+            if (r["algorithm"], r["k"]) in needed:
+                r["stability_ari"] = truth[(r["algorithm"], r["k"])]
+    return lazy, measured
+
+
+def random_sweep(rng: random.Random):
+    records = []
+    for algorithm in ALGORITHMS:
+        for k in range(2, 9):
+            records.append(rec(
+                algorithm, k,
+                silhouette=NAN if rng.random() < 0.05 else round(rng.uniform(-0.1, 0.8), 2),  # rounding makes ties
+                wssse=1000.0 / k + rng.random(),
+                bic=float("inf") if rng.random() < 0.03 else round(rng.uniform(900, 1000)) if algorithm ==
+                "gaussian_mixture" else NAN,
+                share=rng.choice([0.001, 0.05, 0.1, 0.2]),
+                ari=NAN if rng.random() < 0.03 else rng.uniform(0.3, 1.0),
+            ))  # fmt: skip
+    return records
+
+
+def test_measuring_only_the_needed_stabilities_picks_what_measuring_all_picks():
+    rng = random.Random(7)
+    skipped = 0
+    for _ in range(3000):
+        records = random_sweep(rng)
+        lazy, measured = measure_lazily(records)
+        full, short = choose(records, ALGORITHMS, **RULE), choose(lazy, ALGORITHMS, **RULE)
+        assert (short.chosen_k, short.champion) == (full.chosen_k, full.champion), records
+        for algorithm, k in short.chosen_k.items():
+            note = short.rationale["per_algorithm"][algorithm]["note"]
+            assert (algorithm, k) in measured or "no k met" in note
+        skipped += len(records) - len(measured)
+    assert skipped > 3000 * 21 / 2  # more than half the second fits saved on these sweeps
+
+
+def test_stability_is_measured_down_to_the_first_stable_candidate_and_its_ties():
+    wssse = {2: 1000, 3: 500, 4: 200, 5: 180, 6: 170}  # elbow at 4
+    records = [
+        rec("kmeans", 2, 0.30, wssse[2]),
+        rec("kmeans", 3, 0.70, wssse[3], ari=0.2),  # best silhouette, unstable
+        rec("kmeans", 4, 0.60, wssse[4]),  # first stable one
+        rec("kmeans", 5, 0.595, wssse[5]),  # tied with k=4
+        rec("kmeans", 6, 0.90, wssse[6], share=0.001),  # a tiny cluster: stability cannot make it admissible
+    ]
+    lazy, measured = measure_lazily(records, ["kmeans"])
+    assert measured == {("kmeans", 3), ("kmeans", 4), ("kmeans", 5)}
+    choice = choose(lazy, ["kmeans"], **RULE)
+    assert choice.chosen_k == {"kmeans": 4}
+    assert choice.rationale["per_algorithm"]["kmeans"]["unmeasured_k"] == [2, 6]
+    assert choice.rationale["per_algorithm"]["kmeans"]["admissible_k"] == [4, 5]

@@ -5,13 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 from conftest import make_config
 from mlflow.tracking import MlflowClient
+from pyspark.ml.linalg import Vectors
 
 from segmentation import tracking
 from segmentation.errors import ContractError
-from segmentation.training_pipeline import run_training
+from segmentation.selection import choose
+from segmentation.training_pipeline import _sweep, run_training
 
 
 def test_parent_and_one_child_per_algorithm_and_k(trained):
@@ -24,16 +27,27 @@ def test_parent_and_one_child_per_algorithm_and_k(trained):
         (a, str(k)) for a in ("kmeans", "bisecting_kmeans", "gaussian_mixture") for k in range(2, 9)
     )
     assert len({tuple(sorted(r.data.params)) for r in children}) == 1
-    assert len({tuple(sorted(r.data.metrics)) for r in children}) == 1
-    assert {"silhouette", "wssse", "davies_bouldin", "calinski_harabasz", "bic", "stability_ari"} <= set(
-        children[0].data.metrics
-    )
+    # The same metric columns for every candidate, but for the stability of those the rule did
+    # not need (stability_scope: shortlist): left out, not logged as a number.
+    stability = {"stability_ari", "stability_seconds"}
+    assert len({tuple(sorted(set(r.data.metrics) - stability)) for r in children}) == 1
+    assert {"silhouette", "wssse", "davies_bouldin", "calinski_harabasz", "bic", "fit_seconds", "metrics_seconds",
+            "candidate_seconds"} <= set(children[0].data.metrics)  # fmt: skip
+    measured = {(r.data.tags["algorithm"], int(r.data.tags["k"])) for r in children if stability <= set(r.data.metrics)}
+    assert all(stability <= set(r.data.metrics) for r in children if "stability_seconds" in r.data.metrics)
+    assert set(result.choice.chosen_k.items()) <= measured < {(r["algorithm"], r["k"]) for r in result.records}
+    rationale = result.choice.rationale["per_algorithm"]
+    assert sum(len(v["unmeasured_k"]) for v in rationale.values()) == len(children) - len(measured)
     assert all(r.info.status == "FINISHED" for r in children)
-    # The UI's Duration column shows each candidate's fit and evaluation time (to the millisecond).
-    assert all(
-        (r.info.end_time - r.info.start_time) / 1000 == pytest.approx(r.data.metrics["fit_seconds"], abs=0.002)
-        for r in children
-    )
+    # The UI's Duration column shows each candidate's fit and metrics (to the millisecond).
+    for r in children:
+        m = r.data.metrics
+        assert (r.info.end_time - r.info.start_time) / 1000 == pytest.approx(
+            m["fit_seconds"] + m["metrics_seconds"], abs=0.002
+        )
+        assert m["candidate_seconds"] == pytest.approx(
+            m["fit_seconds"] + m["metrics_seconds"] + m.get("stability_seconds", 0.0)
+        )
     parent = client.get_run(result.run_id)
     assert parent.info.status == "FINISHED"
     tags = parent.data.tags
@@ -55,7 +69,7 @@ def test_parent_and_one_child_per_algorithm_and_k(trained):
     assert {f"seconds_{s}": pytest.approx(v) for s, v in result.seconds.items()} == {
         m: v for m, v in parent.data.metrics.items() if m.startswith("seconds_")
     }
-    assert result.seconds["sweep"] >= max(r.data.metrics["fit_seconds"] for r in children) > 0
+    assert result.seconds["sweep"] >= max(r.data.metrics["candidate_seconds"] for r in children) > 0
     # Candidates are fitted from selection.parallelism (2) driver threads: never more than two at
     # once, and the first two start together.
     spans = sorted((r.info.start_time, r.info.end_time) for r in children)
@@ -192,3 +206,32 @@ def test_promotion_moves_the_alias_and_keeps_the_previous_champion_restorable(tr
         tracking.promote(name, first.model_version, alias)
     assert str(client.get_model_version_by_alias(name, alias).version) == first.model_version
     assert str(client.get_model_version_by_alias(name, alias + "-previous").version) == challenger
+
+
+def test_shortlist_measures_fewer_stabilities_and_picks_what_measuring_all_picks(spark, tmp_path):
+    rng = np.random.default_rng(3)
+    centres = [(0.0, 0.0, 0.0), (6.0, 0.0, 0.0), (0.0, 6.0, 0.0), (0.0, 0.0, 6.0)]
+    rows = [(f"c{i}-{j}", Vectors.dense(rng.normal(c, 1.0))) for i, c in enumerate(centres) for j in range(60)]
+    sample = spark.createDataFrame(rows, ["customer_id", "features"]).persist()
+    base = make_config(tmp_path, **{"training.algorithms": "[kmeans,bisecting_kmeans]", "training.k_max": 6})
+    sel = base.training.selection
+    rule = (base.training.algorithms, sel.min_cluster_share, sel.min_stability, sel.silhouette_tolerance)
+    swept = {}
+    for scope in ("all", "shortlist"):
+        tcfg = base.training.model_copy(update={"selection": sel.model_copy(update={"stability_scope": scope})})
+        candidates, models, records, _ = _sweep(tcfg, sample)
+        assert set(models) == set(records) == set(candidates) and len(candidates) == 10
+        swept[scope] = records
+    full, short = swept["all"], swept["shortlist"]
+    measured = {c for c, r in short.items() if r["stability_ari"] is not None}
+    assert all(r["stability_ari"] is not None and r["stability_seconds"] > 0 for r in full.values())
+    assert 2 <= len(measured) < len(full)
+    assert all(short[c]["stability_seconds"] is None for c in set(short) - measured)
+    for c in full:  # every fit is seeded: the same numbers, whichever scope
+        assert short[c]["silhouette"] == pytest.approx(full[c]["silhouette"])
+    for c in measured:
+        assert short[c]["stability_ari"] == pytest.approx(full[c]["stability_ari"])
+    picks = [choose(list(records.values()), *rule) for records in (full, short)]
+    assert picks[0].chosen_k == picks[1].chosen_k and picks[0].champion == picks[1].champion
+    assert picks[0].chosen_k["kmeans"] == 4  # the four planted blobs
+    sample.unpersist()
