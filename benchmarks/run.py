@@ -278,6 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--work", type=Path, default=Path("/tmp/segmentation-bench"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--naive-max", type=int, default=10_000_000, help="largest size the naive peer runs at")
+    parser.add_argument(
+        "--skip-fits",
+        action="store_true",
+        help="leave out the fixed-k fits against scikit-learn (re-measuring the sizes only)",
+    )
     parser.add_argument("--fit-rows", type=int, default=1_000_000)
     parser.add_argument("--fit-k", type=int, default=8)
     parser.add_argument("--max-iter", type=int, default=20)
@@ -320,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     meta["blas"] = blas(spark)
     for n in sizes:
         run_size(spark, results, args.work, n, args)
-    run_fits(spark, results, args.work, max(sizes), args)
+    if not args.skip_fits:
+        run_fits(spark, results, args.work, max(sizes), args)
     from report import write_report
 
     write_report(results.out, meta, results.rows)

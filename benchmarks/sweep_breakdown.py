@@ -1,10 +1,12 @@
-"""Where a sweep candidate's time goes: the fit, the metrics, the stability fit and its ARI.
+"""Where a sweep candidate's time goes, and what measuring stability on the shortlist saves.
 
-    python benchmarks/sweep_breakdown.py [--size 1000000] [--out benchmarks/results]
+    python benchmarks/sweep_breakdown.py [--size 1000000] [--parallelism 1] [--out benchmarks/results]
 
-Runs the training job's candidate steps one after the other, from one thread, on the
-selection sample of the features ``make bench`` left for ``--size``, and times each.
-Writes ``sweep_breakdown.json``: seconds per candidate and step, and their sums.
+Runs the training job on the features ``make bench`` left for ``--size``, once with
+``stability_scope: all`` and once with ``shortlist``, fitting ``--parallelism`` candidates at a
+time (1: each step's seconds are its own). Each candidate's sweep record times its fit, its
+metrics and its stability refit apart. Writes ``sweep_breakdown.json``: per scope, those seconds
+per candidate, their sums per step and per algorithm, the sweep's seconds and the pick.
 """
 
 from __future__ import annotations
@@ -12,68 +14,47 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
-from pyspark import StorageLevel
-from pyspark.sql import functions as F
 from run import bench_config, bench_settings, build_parser
 
-from segmentation.evaluation import adjusted_rand_index, evaluate_clustering
-from segmentation.models import build_estimator
-from segmentation.preprocessing import drop_degenerate_columns, fit_preprocessing, resolve_feature_columns
 from segmentation.spark import get_spark
-from segmentation.training_pipeline import load_feature_snapshot
+from segmentation.training_pipeline import run_training
+
+STEPS = ("fit", "metrics", "stability")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1_000_000)
+    parser.add_argument("--parallelism", type=int, default=1)
     parser.add_argument("--work", type=Path, default=Path("/tmp/segmentation-bench"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
     spark = get_spark(bench_settings())
-    cfg = bench_config(args.work, args.size, build_parser().parse_args([]))
-    tcfg = cfg.training
-    snapshot, _ = load_feature_snapshot(spark, cfg)
-    columns = drop_degenerate_columns(snapshot, resolve_feature_columns(snapshot, tcfg))
-    prepared = fit_preprocessing(snapshot, columns, tcfg).transform(snapshot).select("customer_id", "features")
-    prepared = prepared.persist(StorageLevel.MEMORY_AND_DISK)
-    fraction = min(1.0, tcfg.selection.sample_size / prepared.count())
-    sample = prepared if fraction >= 1.0 else prepared.sample(False, fraction, tcfg.seed).persist()
-    result: dict = {"size": args.size, "sample_rows": sample.count(), "candidates": {}}
-
-    for algorithm in tcfg.algorithms:
-        for k in range(tcfg.k_min, tcfg.k_max + 1):
-            steps: dict[str, float] = {}
-
-            def timed(step, fn, steps=steps):
-                start = time.perf_counter()
-                value = fn()
-                steps[step] = round(time.perf_counter() - start, 3)
-                return value
-
-            model = timed("fit", lambda a=algorithm, k=k: build_estimator(a, k, tcfg, tcfg.seed).fit(sample))
-            predictions = model.transform(sample).persist()
-            timed("metrics", lambda a=algorithm, m=model, p=predictions: (
-                p.count(), evaluate_clustering(m, p, "features", "prediction", a)))  # fmt: skip
-            other = timed("stability_fit", lambda a=algorithm, k=k: build_estimator(
-                a, k, tcfg, tcfg.seed + 1, prediction_col="prediction_alt", probability_col="probability_alt"
-            ).fit(sample))  # fmt: skip
-            joined = other.transform(predictions.select("customer_id", "features", F.col("prediction").alias("base")))
-            timed("stability_ari", lambda j=joined: adjusted_rand_index(j, "base", "prediction_alt"))
-            predictions.unpersist()
-            result["candidates"][f"{algorithm}-k{k}"] = steps
-            print(algorithm, k, json.dumps(steps), flush=True)
-
-    totals: dict[str, float] = {}
-    for name, steps in result["candidates"].items():
-        for step, seconds in steps.items():
-            totals[step] = totals.get(step, 0.0) + seconds
-            family = name.rsplit("-k", 1)[0]
-            totals[f"{family}.all"] = totals.get(f"{family}.all", 0.0) + seconds
-    result["totals"] = {key: round(value, 1) for key, value in totals.items()}
-    print(json.dumps(result["totals"]), flush=True)
+    result: dict = {"size": args.size, "parallelism": args.parallelism}
+    for scope in ("all", "shortlist"):
+        extra = {"training.selection.parallelism": args.parallelism, "training.selection.stability_scope": scope}
+        trained = run_training(spark, bench_config(args.work, args.size, build_parser().parse_args([]), extra))
+        candidates = {
+            f"{r['algorithm']}-k{r['k']}": {step: round(r[f"{step}_seconds"] or 0.0, 3) for step in STEPS}
+            for r in trained.records
+        }
+        totals = {step: sum(c[step] for c in candidates.values()) for step in STEPS}
+        for algorithm in dict.fromkeys(r["algorithm"] for r in trained.records):
+            totals[f"{algorithm}.all"] = sum(
+                sum(c.values()) for name, c in candidates.items() if name.rsplit("-k", 1)[0] == algorithm
+            )
+        result[scope] = {
+            "sweep_seconds": round(trained.seconds["sweep"], 1),
+            "stability_refits": sum(r["stability_seconds"] is not None for r in trained.records),
+            "candidates_total": len(trained.records),
+            "chosen_k": trained.choice.chosen_k,
+            "champion": f"{trained.champion} k={trained.k}",
+            "totals": {key: round(value, 1) for key, value in totals.items()},
+            "candidates": candidates,
+        }
+        print(scope, json.dumps({k: v for k, v in result[scope].items() if k != "candidates"}), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "sweep_breakdown.json").write_text(json.dumps(result, indent=1))
     spark.stop()
