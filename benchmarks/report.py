@@ -12,6 +12,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 ALGORITHMS = ["kmeans", "bisecting_kmeans", "gaussian_mixture"]
 
 
+def _count(value) -> str:
+    return "–" if value is None else f"{value:,}"
+
+
 def _get(rows, size, stage, key="seconds"):
     return next((r.get(key) for r in rows if r["size"] == size and r["stage"] == stage), None)
 
@@ -46,8 +50,9 @@ def write_report(out: Path, meta: dict, rows: list[dict]) -> str:
         feat, duck, naive = (_get(rows, n, s) for s in ("features", "features_duckdb", "features_naive"))
         sweep, naive_sweep = _get(rows, n, "training.sweep"), _get(rows, n, "sweep_naive")
         peak = max((r.get("peak_gb") or 0) for r in rows if r["size"] == n)
+        customers = _count(_get(rows, n, "features", "customers"))
         lines.append(
-            f"| {_n(n)} | {_get(rows, n, 'features', 'customers') or 0:,} | {_s(feat)} | {_s(duck)} | {_x(feat, duck)} "
+            f"| {_n(n)} | {customers} | {_s(feat)} | {_s(duck)} | {_x(feat, duck)} "
             f"| {_s(naive)} | {_x(naive, feat)} | {_s(_get(rows, n, 'training'))} ({_s(sweep)}) | {_s(naive_sweep)} "
             f"| {_x(naive_sweep, sweep)} | {_s(_get(rows, n, 'training.log_model'))} | {_s(_get(rows, n, 'pipeline'))} "
             f"| {peak:.1f} |"
