@@ -104,8 +104,9 @@ def load_feature_snapshot(spark: SparkSession, cfg: AppConfig) -> tuple[DataFram
     return snapshot, str(as_of)
 
 
-def _fit_candidate(algorithm: str, k: int, tcfg: TrainingConfig, sample: DataFrame, stability: float | None
-                   ) -> tuple[Any, dict[str, Any], float]:  # fmt: skip
+def _fit_candidate(
+    algorithm: str, k: int, tcfg: TrainingConfig, sample: DataFrame, stability: float | None
+) -> tuple[Any, dict[str, Any], float]:
     """Fit one (algorithm, k) on the sample and evaluate it: (model, sweep record, wall-clock start).
 
     The record times the fit and the metrics apart; ``stability`` is its stability until
@@ -117,14 +118,13 @@ def _fit_candidate(algorithm: str, k: int, tcfg: TrainingConfig, sample: DataFra
     predictions = model.transform(sample).persist()
     metrics = evaluate_clustering(model, predictions, "features", "prediction", algorithm)
     predictions.unpersist()
-    record = {"algorithm": algorithm, "k": k, **metrics, "stability_ari": stability,
-              "fit_seconds": fitted - started, "metrics_seconds": time.perf_counter() - fitted,
-              "stability_seconds": None}  # fmt: skip
-    return model, record, wall_start
+    seconds = {"fit_seconds": fitted - started, "metrics_seconds": time.perf_counter() - fitted}
+    return model, {"algorithm": algorithm, "k": k, **metrics, "stability_ari": stability, **seconds}, wall_start
 
 
-def _stability(algorithm: str, k: int, model: Any, tcfg: TrainingConfig, sample: DataFrame, seeds: list[int]
-               ) -> tuple[float, float]:  # fmt: skip
+def _stability(
+    algorithm: str, k: int, model: Any, tcfg: TrainingConfig, sample: DataFrame, seeds: list[int]
+) -> tuple[float, float]:
     """(mean adjusted Rand index between the model and fits with other seeds on the same rows, seconds)."""
     started = time.perf_counter()
     base = model.transform(sample).select("customer_id", "features", F.col("prediction").alias("base"))
@@ -141,6 +141,8 @@ def _sweep(tcfg: TrainingConfig, sample: DataFrame) -> tuple[list[tuple[str, int
     """Fit and evaluate every (algorithm, k), then measure stability where ``stability_scope`` asks.
 
     Returns the candidates in order and, per candidate, its model, sweep record and wall-clock start.
+    A record's ``stability_seconds`` is None where its stability was not measured, and its
+    ``candidate_seconds`` sums the fit, the metrics and the stability.
     """
     sel = tcfg.selection
     seeds = [tcfg.seed + i for i in range(1, sel.stability_seeds)]
@@ -152,20 +154,21 @@ def _sweep(tcfg: TrainingConfig, sample: DataFrame) -> tuple[list[tuple[str, int
             return []
         if sel.stability_scope == "all":
             return [c for c in candidates if records[c]["stability_ari"] is None]
-        return stability_needed(
-            list(records.values()), tcfg.algorithms, sel.min_cluster_share, sel.min_stability,
-            sel.silhouette_tolerance,
-        )  # fmt: skip
+        rule = (sel.min_cluster_share, sel.min_stability, sel.silhouette_tolerance)
+        return stability_needed(list(records.values()), tcfg.algorithms, *rule)
 
     with ThreadPoolExecutor(sel.parallelism) as pool:
-        fits = dict(zip(candidates, pool.map(lambda c: _fit_candidate(*c, tcfg, sample, unmeasured), candidates),
-                        strict=True))  # fmt: skip
+        fitted = pool.map(lambda c: _fit_candidate(*c, tcfg, sample, unmeasured), candidates)
+        fits = dict(zip(candidates, fitted, strict=True))
         models = {c: fit[0] for c, fit in fits.items()}
-        records = {c: fit[1] for c, fit in fits.items()}
+        records = {c: {**fit[1], "stability_seconds": None} for c, fit in fits.items()}
         while todo := pending():
             scores = pool.map(lambda c: _stability(*c, models[c], tcfg, sample, seeds), todo)
             for c, (ari, seconds) in zip(todo, scores, strict=True):
                 records[c].update(stability_ari=ari, stability_seconds=seconds)
+    for record in records.values():
+        steps = ("fit_seconds", "metrics_seconds", "stability_seconds")
+        record["candidate_seconds"] = sum(record[step] or 0.0 for step in steps)
     return candidates, models, records, {c: fit[2] for c, fit in fits.items()}
 
 
@@ -230,9 +233,6 @@ def run_training(spark: SparkSession, cfg: AppConfig, quality: dict[str, float] 
         records = []
         for algorithm, k in candidates:
             record = by_candidate[(algorithm, k)]
-            record["candidate_seconds"] = sum(
-                record[f"{step}_seconds"] or 0.0 for step in ("fit", "metrics", "stability")
-            )
             records.append(record)
             tracking.child_run(
                 f"{algorithm}-k{k}",
