@@ -92,6 +92,18 @@ def _silhouette(record: Mapping[str, Any]) -> float:
     return record["silhouette"] if _finite(record["silhouette"]) else -math.inf
 
 
+def _by_bic(algorithm: str, rows: Sequence[Mapping[str, Any]]) -> bool:
+    """GaussianMixture ranks by BIC when every BIC among ``rows`` is finite; the rest by silhouette."""
+    return algorithm == "gaussian_mixture" and all(_finite(r["bic"]) for r in rows)
+
+
+def _ranking(by_bic: bool, silhouette_tolerance: float):
+    """The rule's order (a sort key, best first) and its tie test (is a record tied with the best?)."""
+    if by_bic:
+        return (lambda r: r["bic"]), (lambda r, best: r["bic"] <= best["bic"] + abs(best["bic"]) * BIC_RELATIVE_TIE)
+    return (lambda r: -_silhouette(r)), (lambda r, best: _silhouette(r) >= _silhouette(best) - silhouette_tolerance)
+
+
 def choose(
     records: Sequence[Mapping[str, Any]],
     algorithms: Sequence[str],
@@ -113,14 +125,14 @@ def choose(
             admissible = rows
             note = "no k met the minimum cluster share and stability; chose among all candidates"
         elbow = elbow_k([r["k"] for r in rows], [r["wssse"] for r in rows])
-        if algorithm == "gaussian_mixture" and all(_finite(r["bic"]) for r in admissible):
-            best_bic = min(r["bic"] for r in admissible)
-            tied = [r for r in admissible if r["bic"] <= best_bic + abs(best_bic) * BIC_RELATIVE_TIE]
+        by_bic = _by_bic(algorithm, admissible)
+        order, tied_with = _ranking(by_bic, silhouette_tolerance)
+        best = min(admissible, key=order)
+        tied = [r for r in admissible if tied_with(r, best)]
+        if by_bic:
             pick = min(tied, key=lambda r: r["k"])
             criterion = "lowest BIC (ties within 0.1% to the smaller k)"
         else:
-            best_sil = max(_silhouette(r) for r in admissible)
-            tied = [r for r in admissible if _silhouette(r) >= best_sil - silhouette_tolerance]
             pick = min(tied, key=lambda r: (abs(r["k"] - elbow), r["k"]))
             criterion = f"highest silhouette (ties within {silhouette_tolerance} to the k nearest the elbow)"
         chosen[algorithm] = int(pick["k"])
@@ -176,23 +188,14 @@ def stability_needed(
         unmeasured = [r for r in rows if r["stability_ari"] is None]
         if not unmeasured:
             continue
-        if algorithm == "gaussian_mixture" and not all(_finite(r["bic"]) for r in rows):
+        by_bic = _by_bic(algorithm, rows)
+        if algorithm == "gaussian_mixture" and not by_bic:
             # Whether the BIC or the silhouette rule applies depends on which are admissible.
             needed += [(algorithm, int(r["k"])) for r in unmeasured]
             continue
-        if algorithm == "gaussian_mixture":
-            ordered = sorted(rows, key=lambda r: r["bic"])
-
-            def tied(r, best):
-                return r["bic"] <= best["bic"] + abs(best["bic"]) * BIC_RELATIVE_TIE
-        else:
-            ordered = sorted(rows, key=lambda r: -_silhouette(r))
-
-            def tied(r, best):
-                return _silhouette(r) >= _silhouette(best) - silhouette_tolerance
-
-        for r in ordered:
+        order, tied_with = _ranking(by_bic, silhouette_tolerance)
+        for r in sorted(rows, key=order):
             if r["stability_ari"] is None or _stable(r, min_stability):
-                needed += [(algorithm, int(o["k"])) for o in unmeasured if tied(o, r)]
+                needed += [(algorithm, int(o["k"])) for o in unmeasured if tied_with(o, r)]
                 break
     return needed
