@@ -41,10 +41,8 @@ def main(argv: list[str] | None = None) -> int:
             for r in trained.records
         }
         totals = {step: sum(c[step] for c in candidates.values()) for step in STEPS}
-        for algorithm in dict.fromkeys(r["algorithm"] for r in trained.records):
-            totals[f"{algorithm}.all"] = sum(
-                sum(c.values()) for name, c in candidates.items() if name.rsplit("-k", 1)[0] == algorithm
-            )
+        for r in trained.records:  # per algorithm, from each record's own sum of its steps
+            totals[f"{r['algorithm']}.all"] = totals.get(f"{r['algorithm']}.all", 0.0) + r["candidate_seconds"]
         result[scope] = {
             "sweep_seconds": round(trained.seconds["sweep"], 1),
             "stability_refits": sum(r["stability_seconds"] is not None for r in trained.records),
