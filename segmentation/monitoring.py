@@ -55,19 +55,28 @@ def _bin_edges(reference: DataFrame, features: Sequence[str], bins: int) -> dict
     return {f: sorted(set(q)) for f, q in zip(features, quantiles, strict=True)}
 
 
+def _quoted(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _bucket_sql(feature: str, edges: Sequence[float]) -> str:
+    """The bin of ``feature`` as SQL: how many edges the value is above (a null is in bin 0).
+
+    Written as one SQL string because building the same expression from Column objects costs a
+    Py4J round trip per operator: 9 edges x 30 features x 2 snapshots took 5 to 6 s of a scoring run.
+    ``repr`` gives the shortest string that parses back to the same double."""
+    column = _quoted(feature)
+    terms = [f"IF({column} > CAST('{edge!r}' AS DOUBLE), 1, 0)" for edge in edges]
+    return " + ".join(terms) or "0"
+
+
 def _bin_shares(df: DataFrame, edges: dict[str, list[float]]) -> pd.DataFrame:
     """Share of rows per (feature, bin) in one pass: bucket every feature, stack, count."""
-
-    def bucket(feature: str) -> F.Column:
-        index = F.lit(0)
-        for edge in edges[feature]:
-            index = index + F.when(F.col(feature) > F.lit(edge), 1).otherwise(0)
-        return index
-
-    stacked = df.select(
-        F.explode(F.array(*[F.struct(F.lit(f).alias("feature"), bucket(f).alias("bin")) for f in edges])).alias("fb")
-    ).select("fb.feature", "fb.bin")
+    names = list(edges)  # a feature is its position in the SQL, so no name goes into a string literal
+    pairs = ", ".join(f"named_struct('feature', {i}, 'bin', {_bucket_sql(f, edges[f])})" for i, f in enumerate(names))
+    stacked = df.selectExpr(f"explode(array({pairs})) AS fb").select("fb.feature", "fb.bin")
     counts = stacked.groupBy("feature", "bin").count().toPandas()
+    counts["feature"] = [names[i] for i in counts["feature"]]
     counts["share"] = counts["count"] / counts.groupby("feature")["count"].transform("sum")
     return counts
 

@@ -5,7 +5,13 @@ import math
 import numpy as np
 import pytest
 
-from segmentation.monitoring import drift_report, migration_matrix, population_stability, segment_share_shift
+from segmentation.monitoring import (
+    _bin_shares,
+    drift_report,
+    migration_matrix,
+    population_stability,
+    segment_share_shift,
+)
 
 
 def seg(spark, pairs):
@@ -50,6 +56,25 @@ def test_psi_matches_the_formula_on_a_hand_checked_case(spark):
     # one edge at the median (2): bins (<=2, >2); reference 0.5/0.5, current 0.75/0.25
     expected = (0.75 - 0.5) * math.log(0.75 / 0.5) + (0.25 - 0.5) * math.log(0.25 / 0.5)
     assert psi == pytest.approx(expected, rel=1e-6)
+
+
+def test_bins_count_the_edges_below_each_value_for_any_column_name_and_edge(spark):
+    # Edges written as SQL must parse back to the same doubles: tiny, negative, many digits, infinite.
+    edges = {
+        "spend `net` (eur)": [-1e-300, 1e-05, 0.1 + 0.2, 2.5e17],
+        "plain": [float("-inf"), 0.0],
+        "flat": [],
+    }
+    values = [-1e-300, -2e-300, 1e-05, 1.0000000000000001e-05, 0.30000000000000004, 0.3, 2.5e17, 3e17, None]
+    rows = [(v, v, v) for v in values]
+    df = spark.createDataFrame(rows, "`spend ``net`` (eur)` DOUBLE, plain DOUBLE, flat DOUBLE")
+    shares = _bin_shares(df, edges)
+    for feature, feature_edges in edges.items():
+        # a value's bin is how many edges it is above; a null is in bin 0
+        bins = [0 if v is None else sum(v > e for e in feature_edges) for v in values]
+        expected = {b: bins.count(b) / len(values) for b in set(bins)}
+        got = shares[shares["feature"] == feature].set_index("bin")["share"].to_dict()
+        assert got == pytest.approx(expected), feature
 
 
 def test_segment_share_shift_is_total_variation(spark):
