@@ -6,13 +6,39 @@ import subprocess
 import pytest
 
 from segmentation.config import SparkConfig
-from segmentation.spark import DELTA_EXTENSION, JavaMissingError, check_java, delta_maven_coordinate, get_spark
+from segmentation.spark import (
+    DELTA_EXTENSION,
+    SNAPSHOT_PARTITIONS,
+    JavaMissingError,
+    check_java,
+    delta_maven_coordinate,
+    get_spark,
+    size_partitions,
+)
 
 
 def test_session_has_delta_utc_and_sized_shuffle(spark):
     assert DELTA_EXTENSION in spark.conf.get("spark.sql.extensions")
     assert spark.conf.get("spark.sql.session.timeZone") == "UTC"
     assert spark.conf.get("spark.sql.shuffle.partitions") == "2"
+
+
+def test_delta_log_replay_is_sized_like_shuffles_unless_the_user_set_it(spark):
+    saved = spark.conf.get("spark.sql.shuffle.partitions"), spark.conf.get(SNAPSHOT_PARTITIONS)
+    try:
+        spark.conf.unset(SNAPSHOT_PARTITIONS)
+        assert size_partitions(spark, SparkConfig(shuffle_partitions=6)) == (6, 6)
+        assert spark.conf.get(SNAPSHOT_PARTITIONS) == "6"
+        spark.conf.unset(SNAPSHOT_PARTITIONS)
+        # 0 = 2 x cores, at least 4: this session has 2 cores
+        assert size_partitions(spark, SparkConfig(shuffle_partitions=0)) == (4, 4)
+        spark.conf.unset(SNAPSHOT_PARTITIONS)
+        assert size_partitions(spark, SparkConfig(shuffle_partitions=400)) == (400, 50)  # never above Delta's own
+        spark.conf.set(SNAPSHOT_PARTITIONS, "3")  # the user's --conf or spark.conf wins
+        assert size_partitions(spark, SparkConfig(shuffle_partitions=6)) == (6, 3)
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", saved[0])
+        spark.conf.set(SNAPSHOT_PARTITIONS, saved[1])
 
 
 def test_active_session_is_reused_untouched(spark):
