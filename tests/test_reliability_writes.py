@@ -37,7 +37,11 @@ SLOW_WRITES = {
     "ui_enabled": False,
     "log_level": "ERROR",
     "driver_memory": "2g",
-    "conf": {"spark.sql.adaptive.enabled": "false", "spark.sql.autoBroadcastJoinThreshold": "-1"},
+    "conf": {
+        "spark.sql.adaptive.enabled": "false",
+        "spark.sql.autoBroadcastJoinThreshold": "-1",
+        "spark.databricks.delta.snapshotPartitions": "2",  # Delta's log replay is not what is killed
+    },
 }
 
 
