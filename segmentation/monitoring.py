@@ -64,9 +64,10 @@ def _bucket_sql(feature: str, edges: Sequence[float]) -> str:
 
     Written as one SQL string because building the same expression from Column objects costs a
     Py4J round trip per operator: 9 edges x 30 features x 2 snapshots took 5 to 6 s of a scoring run.
-    ``repr`` gives the shortest string that parses back to the same double."""
+    ``repr`` of a Python float (not numpy's: ``np.float64(...)``) is the shortest string that parses back
+    to the same double."""
     column = _quoted(feature)
-    terms = [f"IF({column} > CAST('{edge!r}' AS DOUBLE), 1, 0)" for edge in edges]
+    terms = [f"IF({column} > CAST('{float(edge)!r}' AS DOUBLE), 1, 0)" for edge in edges]
     return " + ".join(terms) or "0"
 
 
