@@ -16,11 +16,9 @@ import datetime as dt
 import sys
 from pathlib import Path
 
-from run import Results, bench_config, bench_settings, blas, build_parser, fits_on, write_matrix
+from run import Results, bench_settings, blas, build_parser, fits_on, prepared_features, write_matrix
 
-from segmentation.preprocessing import drop_degenerate_columns, fit_preprocessing, resolve_feature_columns
 from segmentation.spark import get_spark
-from segmentation.training_pipeline import load_feature_snapshot
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,14 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     n = 10_000_000
     spark = get_spark(bench_settings(args.driver_memory))
-    cfg = bench_config(args.work, n, args)
-    snapshot, _ = load_feature_snapshot(spark, cfg)
-    columns = drop_degenerate_columns(snapshot, resolve_feature_columns(snapshot, cfg.training))
-    prepared = fit_preprocessing(snapshot, columns, cfg.training).transform(snapshot).select("features")
+    prepared, n_features = prepared_features(spark, args.work, n, args)
     path = write_matrix(spark, prepared.unionByName(prepared), args.work / "fit_matrix_1m")
     meta = {"date": dt.date.today().isoformat(), "spark": spark.version, "blas": blas(spark),
             "matrix": f"the {n:,}-transaction size's prepared features, every row twice"}  # fmt: skip
-    fits_on(spark, Results(args.out, meta), path, len(columns), args)
+    fits_on(spark, Results(args.out, meta), path, n_features, args)
     spark.stop()
     return 0
 

@@ -211,16 +211,21 @@ def duckdb_in_child(*args) -> int:
         return pool.submit(peers.duckdb_features, *args).result()
 
 
-def prepared_matrix(spark, work: Path, n: int, args):
-    """The largest size's prepared feature vectors, at most ``fit_rows`` customers, on disk as Parquet."""
+def prepared_features(spark, work: Path, n: int, args):
+    """Size ``n``'s feature snapshot prepared as the training job prepares it: (``features`` column, feature count)."""
     cfg = bench_config(work, n, args)
     snapshot, _ = load_feature_snapshot(spark, cfg)
     columns = drop_degenerate_columns(snapshot, resolve_feature_columns(snapshot, cfg.training))
-    prepared = fit_preprocessing(snapshot, columns, cfg.training).transform(snapshot).select("features")
+    return fit_preprocessing(snapshot, columns, cfg.training).transform(snapshot).select("features"), len(columns)
+
+
+def prepared_matrix(spark, work: Path, n: int, args):
+    """The largest size's prepared feature vectors, at most ``fit_rows`` customers, on disk as Parquet."""
+    prepared, n_features = prepared_features(spark, work, n, args)
     total = prepared.count()
     if total > args.fit_rows:
         prepared = prepared.sample(False, args.fit_rows / total, 1).limit(args.fit_rows)
-    return write_matrix(spark, prepared, work / "fit_matrix"), len(columns)
+    return write_matrix(spark, prepared, work / "fit_matrix"), n_features
 
 
 def write_matrix(spark, prepared, path: Path) -> str:
