@@ -193,12 +193,27 @@ def run_feature_stages(spark, results: Results, work: Path, n: int, cfg, reuse: 
     report = results.measure(n, "features", lambda: run_feature_pipeline(spark, cfg))
     results.rows[-1]["customers"] = report.customers
     fcfg = cfg.features
+    cap = duckdb_memory(args.duckdb_memory)
     results.measure(n, "features_duckdb", lambda: duckdb_in_child(
         f"{tx}/*.parquet", work / str(n) / "duckdb", report.as_of, fcfg.top_categories, fcfg.max_channels,
-        args.duckdb_memory))  # fmt: skip
+        cap), memory_limit=cap)  # fmt: skip
     if n <= args.naive_max:
         results.measure(n, "features_naive", lambda: peers.naive_spark_features(
             spark, tx, str(work / str(n) / "naive_features"), report.as_of))  # fmt: skip
+
+
+def duckdb_memory(setting: str, most_gb: int = 8, headroom_gb: int = 3) -> str:
+    """DuckDB's ``memory_limit`` for this run: ``setting`` as given, or for ``auto`` what the machine has left.
+
+    ``auto`` is ``most_gb`` GB, or the machine's available memory less ``headroom_gb`` if that is smaller
+    (at least 2 GB). Spark's JVM keeps the heap it grew in the feature job while DuckDB runs: after
+    the 100M feature job of 2026-11-25 the machine had 18.2 GB in use of its 24 GiB, so a fixed 8 GB
+    cap on top of it leaves nothing for the kernel.
+    """
+    if setting != "auto":
+        return setting
+    available = psutil.virtual_memory().available / 2**30
+    return f"{max(2, min(most_gb, int(available - headroom_gb)))}GB"
 
 
 def duckdb_in_child(*args) -> int:
@@ -314,8 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reuse-features", action="store_true",
                         help="start each size at training, on an earlier run's features table; the feature "
                              "stages' rows are taken from <out>/results.json")  # fmt: skip
-    parser.add_argument("--duckdb-memory", default="8GB",
-                        help="DuckDB's memory_limit; it shares the machine with the Spark driver's heap")  # fmt: skip
+    parser.add_argument("--duckdb-memory", default="auto",
+                        help="DuckDB's memory_limit (for example 8GB); auto: 8GB, or less if the machine has less "
+                             "left beside the Spark driver's heap")  # fmt: skip
     return parser
 
 
