@@ -30,6 +30,8 @@ DEV = [
 ]
 
 JOBS = ["generate_transactions", "build_features", "train_segments", "score_customers"]
+# Named for what a new user types first, not after its module.
+COMMANDS = {"segmentation-inspect": "inspect_input"}
 
 setup(
     name="customer-segmentation",
@@ -43,6 +45,7 @@ setup(
     install_requires=RUNTIME,
     extras_require={"dev": DEV},
     entry_points={
-        "console_scripts": [f"segmentation-{job.replace('_', '-')}=jobs.{job}:main" for job in JOBS],
+        "console_scripts": [f"segmentation-{job.replace('_', '-')}=jobs.{job}:main" for job in JOBS]
+        + [f"{name}=jobs.{job}:main" for name, job in COMMANDS.items()],
     },
 )
