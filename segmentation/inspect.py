@@ -20,6 +20,10 @@ Role guessing (:func:`guess_roles`), a schema-only heuristic:
   then the earlier name in the role's list wins, then the earlier column. The runners-up
   are listed as alternatives.
 * **One role per column**, filled in the order of :data:`ROLE_NAMES` (required roles first).
+* **Integer timestamps** (a ``ts`` of epoch times) get a ``timestamp_unit`` from their size
+  (:func:`guess_timestamp_unit`): below 1e11 seconds, 1e14 milliseconds, 1e17 microseconds,
+  else nanoseconds; eight-digit values look like yyyymmdd dates and get none. A configured
+  ``input.transactions.timestamp_unit`` wins.
 * **The config wins where it means something**: a role mapped to a column of the table, a
   role mapped to any name other than its default (a typo is reported, not guessed over),
   and a role set to null (absent). A role left at its default name that the table does not
@@ -76,6 +80,7 @@ __all__ = [
     "configured_roles",
     "guess_format",
     "guess_roles",
+    "guess_timestamp_unit",
     "inspect_transactions",
     "render",
     "role_candidates",
@@ -220,6 +225,24 @@ def guess_format(path: str, is_delta: bool) -> str:
     return "parquet"
 
 
+def guess_timestamp_unit(low: int | None, high: int | None) -> str | None:
+    """The epoch unit of integer timestamps between ``low`` and ``high``, by magnitude, or None.
+
+    Epoch seconds stay below 1e11 until the year 5138, milliseconds below 1e14 and
+    microseconds below 1e17. Eight-digit values (19000101 to 21001231) look like yyyymmdd
+    dates rather than seconds in 1970 and get no unit.
+    """
+    if low is None or high is None:
+        return None
+    if 19_000_101 <= low and high <= 21_001_231:
+        return None
+    biggest = max(abs(low), abs(high))
+    for unit, limit in (("seconds", 1e11), ("milliseconds", 1e14), ("microseconds", 1e17)):
+        if biggest < limit:
+            return unit
+    return "nanoseconds"
+
+
 # --------------------------------------------------------------------------- rows per basket
 
 
@@ -300,13 +323,19 @@ def _scalar(value: object) -> str:
     return json.dumps(text)
 
 
-def yaml_snippet(source: TableConfig, mapping: Mapping[str, str], roles: Sequence[str] | None = None) -> str:
+def yaml_snippet(
+    source: TableConfig,
+    mapping: Mapping[str, str],
+    roles: Sequence[str] | None = None,
+    timestamp_unit: str | None = None,
+) -> str:
     """The ``input.transactions`` section for ``--config``: the location and every role of ``roles``.
 
     ``roles`` (default: the roles this version's config knows) are written mapped or null, so
     that layered over ``conf/base.yaml`` no default name is left behind. A required role
     without a column is a commented placeholder; a guessed role the config does not know is a
-    comment too, so the snippet always loads.
+    comment too, so the snippet always loads. ``timestamp_unit`` is written when given (an
+    integer timestamp column).
     """
     roles = list(roles or config_roles())
     lines = [
@@ -322,6 +351,8 @@ def yaml_snippet(source: TableConfig, mapping: Mapping[str, str], roles: Sequenc
     if source.options:
         lines.append("    options:")
         lines += [f"      {_scalar(k)}: {_scalar(v)}" for k, v in source.options.items()]
+    if timestamp_unit:
+        lines.append(f"    timestamp_unit: {timestamp_unit}   # epoch {timestamp_unit} in '{mapping.get('timestamp')}'")
     lines.append("    columns:")
     ordered = [*(r for r in ROLE_NAMES if r in roles), *(r for r in roles if r not in ROLE_NAMES)]
     for role in ordered:
@@ -362,6 +393,8 @@ class Inspection:
     as_of_note: str = ""
     skipped: str | None = None  # why there is no quarantine preview
     snippet: str = ""
+    timestamp_unit: str | None = None  # of an integer timestamp column
+    timestamp_unit_note: str = ""
 
 
 def resolve_source(
@@ -378,7 +411,7 @@ def resolve_source(
     return base.model_copy(update={"path": path_or_table, "format": chosen, "table": None}), note
 
 
-def _parsed(df: DataFrame, mapping: Mapping[str, str]) -> DataFrame:
+def _parsed(df: DataFrame, mapping: Mapping[str, str], timestamp_unit: str | None) -> DataFrame:
     """The feature job's parse of ``df``. A required role without a column is a null column here,
     so the stats of the mapped ones still come from the same parser."""
     filled = df
@@ -387,7 +420,7 @@ def _parsed(df: DataFrame, mapping: Mapping[str, str]) -> DataFrame:
         if role not in columns:
             columns[role] = f"__missing_{role}"
             filled = filled.withColumn(columns[role], F.lit(None).cast("string"))
-    return parse_rows(canonical_columns(filled, columns))
+    return parse_rows(canonical_columns(filled, columns), timestamp_unit)
 
 
 def _text(column: str) -> Column:
@@ -414,43 +447,43 @@ def inspect_transactions(
     known = config_roles()
     job_columns = {role: name for role, name in mapping.items() if role in known}
 
-    # One pass over the raw table: rows, nulls per column, distinct customers.
-    usable = {}
-    for role, name in job_columns.items():
-        try:
-            check_contract(df, {role: name}, where)
-            usable[role] = name
-        except ContractError:
-            pass
+    # One pass over the raw table: rows, nulls per column, distinct customers, integer timestamps' range.
+    customer = job_columns.get("customer_id") if _contract_ok(df, "customer_id", job_columns, where) else None
+    ts_column = job_columns.get("timestamp")
+    integer_ts = ts_column in names and isinstance(df.schema[ts_column].dataType, (T.IntegerType, T.LongType))
     aggs = [F.count(F.lit(1)).alias("__rows"), *(F.count(F.col(n)).alias(f"__n{i}") for i, n in enumerate(names))]
-    if "customer_id" in usable:
-        aggs.append(F.count_distinct(_text(usable["customer_id"])).alias("__customers"))
+    if customer:
+        aggs.append(F.count_distinct(_text(customer)).alias("__customers"))
+    if integer_ts:
+        aggs += [F.min(ts_column).alias("__ts_low"), F.max(ts_column).alias("__ts_high")]
     raw = df.agg(*aggs).first()
     rows = int(raw["__rows"])
     nulls = {n: rows - int(raw[f"__n{i}"]) for i, n in enumerate(names)}
-    customers = int(raw["__customers"]) if "customer_id" in usable else None
+    customers = int(raw["__customers"]) if customer else None
+    unit, unit_note = _timestamp_unit(source, integer_ts, raw)
+    usable = {r: n for r, n in job_columns.items() if _contract_ok(df, r, job_columns, where, unit)}
 
     baskets = None
     if mapping.get("basket_id") in names:
-        customer = usable.get("customer_id")
         baskets = basket_size_distribution(df, mapping["basket_id"], customer)
 
     common = dict(
         source=source, format_note=format_note, schema=schema, nulls=nulls, rows=rows, mapping=mapping,
         configured=configured, alternatives=alternatives, notes=type_mismatches(schema), customers=customers,
         baskets=baskets, max_quarantine_share=cfg.features.max_quarantine_share,
-        snippet=yaml_snippet(source, mapping),
+        snippet=yaml_snippet(source, mapping, timestamp_unit=unit if integer_ts else None),
+        timestamp_unit=unit if integer_ts else None, timestamp_unit_note=unit_note,
     )  # fmt: skip
-    skipped = _preview_blocker(df, job_columns, where, rows)
+    skipped = _preview_blocker(df, job_columns, where, rows, unit)
     if skipped is not None:
         time_range = None
         if "timestamp" in usable and rows:
-            parsed = _parsed(df, {r: n for r, n in usable.items() if r in REQUIRED_ROLES})
+            parsed = _parsed(df, {r: n for r, n in usable.items() if r in REQUIRED_ROLES}, unit)
             low, high = parsed.agg(_text_min_max("timestamp")).first()[0]
             time_range = (low, high) if low is not None else None
         return Inspection(**common, time_range=time_range, skipped=skipped)
 
-    parsed = parse_rows(canonical_columns(df, job_columns))
+    parsed = parse_rows(canonical_columns(df, job_columns), unit)
     as_of = cfg.features.as_of or default_as_of(parsed)
     if as_of is None:
         return Inspection(
@@ -501,14 +534,41 @@ def _text_min_max(column: str) -> Column:
     return F.array(F.min(column).cast("string"), F.max(column).cast("string"))
 
 
-def _preview_blocker(df: DataFrame, columns: Mapping[str, str], where: str, rows: int) -> str | None:
+def _contract_ok(df: DataFrame, role: str, columns: Mapping[str, str], where: str, unit: str | None = None) -> bool:
+    """Whether ``role``'s column alone passes the input contract (so its stats can be computed)."""
+    if role not in columns:
+        return False
+    try:
+        check_contract(df, {role: columns[role]}, where, unit)
+    except ContractError:
+        return False
+    return True
+
+
+def _timestamp_unit(source: TransactionsInput, integer_ts: bool, raw) -> tuple[str | None, str]:
+    """The configured ``timestamp_unit``, else for an integer timestamp column a guess; and a note."""
+    configured = getattr(source, "timestamp_unit", None)
+    if configured or not integer_ts:
+        return configured, "input.transactions.timestamp_unit" if configured else ""
+    guessed = guess_timestamp_unit(raw["__ts_low"], raw["__ts_high"])
+    if guessed is None:
+        return None, (
+            f"integers from {raw['__ts_low']} to {raw['__ts_high']} do not look like epoch times "
+            "(yyyymmdd?); convert the column to a date or timestamp"
+        )
+    return guessed, f"guessed from their size ({raw['__ts_low']} to {raw['__ts_high']})"
+
+
+def _preview_blocker(
+    df: DataFrame, columns: Mapping[str, str], where: str, rows: int, unit: str | None = None
+) -> str | None:
     """Why the feature job would stop before quarantining anything with ``columns``, or None."""
     missing = [role for role in REQUIRED_ROLES if role not in columns]
     if missing:
         sets = " ".join(f"--set input.transactions.columns.{r}=<column>" for r in missing)
         return f"no column found for the required role(s) {', '.join(missing)}; name yours with {sets}"
     try:
-        check_contract(df, columns, where)
+        check_contract(df, columns, where, unit)
     except ContractError as exc:
         return f"the feature job would stop: {exc}"
     if rows == 0:
@@ -547,7 +607,8 @@ def render(ins: Inspection) -> str:
     out.append("")
     if ins.time_range:
         ts = ins.mapping["timestamp"]
-        out.append(f"Time range ({ts}): {ins.time_range[0]} to {ins.time_range[1]}")
+        unit = f", epoch {ins.timestamp_unit}: {ins.timestamp_unit_note}" if ins.timestamp_unit else ""
+        out.append(f"Time range ({ts}{unit}): {ins.time_range[0]} to {ins.time_range[1]}")
     else:
         out.append("Time range: unknown (no usable timestamp column)")
     if ins.customers is not None:
@@ -580,6 +641,8 @@ def render(ins: Inspection) -> str:
             line = f"  {role:<15} {'-':<{width}}  not found (optional)"
         out.append(line)
     out += [f"  note: {note}" for note in ins.notes]
+    if ins.timestamp_unit is None and ins.timestamp_unit_note:
+        out.append(f"  note: {ins.mapping['timestamp']}: {ins.timestamp_unit_note}")
     out += [""] + _render_preview(ins)
     out += ["", "YAML for --config", "", ins.snippet.rstrip("\n")]
     return "\n".join(out) + "\n"
