@@ -336,3 +336,16 @@ def test_epoch_milliseconds_are_read_with_the_guessed_unit(spark, tmp_path):
     assert "Time range (ts, epoch milliseconds: guessed from their size" in render(ins)
     (tmp_path / "mine.yaml").write_text(ins.snippet)
     assert load_config([BASE, tmp_path / "mine.yaml"]).input.transactions.timestamp_unit == "milliseconds"
+
+
+def test_job_reads_a_catalog_table(spark, capsys):
+    rows = [("h1", dt.date(2024, 5, 1), 3.0, "web"), ("h2", dt.date(2024, 5, 2), 4.0, "store")]
+    ddl = "household_key string, order_date date, revenue double, sales_channel string"
+    spark.createDataFrame(rows, ddl).createOrReplaceTempView("inspect_sales")  # a table nothing is written for
+    assert main(["inspect_sales", "--table", "--config", str(BASE)]) == 0
+    out = capsys.readouterr().out
+    assert "Input: table inspect_sales (catalog table)" in out
+    assert "  channel         sales_channel" in out
+    tx = yaml.safe_load(out.split("YAML for --config\n", 1)[1])["input"]["transactions"]
+    assert tx["table"] == "inspect_sales" and tx["path"] is None
+    assert tx["columns"]["customer_id"] == "household_key" and tx["columns"]["timestamp"] == "order_date"
