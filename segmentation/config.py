@@ -36,7 +36,8 @@ TableFormat = Literal["delta", "parquet", "csv"]
 OutputFormat = Literal["delta", "parquet"]
 
 REQUIRED_TRANSACTION_ROLES = ("customer_id", "timestamp", "amount")
-OPTIONAL_TRANSACTION_ROLES = ("transaction_id", "quantity", "category", "channel")
+OPTIONAL_TRANSACTION_ROLES = ("transaction_id", "basket_id", "product_id", "quantity", "category", "channel")
+TimestampUnit = Literal["seconds", "milliseconds", "microseconds", "nanoseconds"]
 
 
 class _Section(BaseModel):
@@ -102,11 +103,16 @@ class TransactionsInput(TableConfig):
             "timestamp": "timestamp",
             "amount": "amount",
             "transaction_id": "transaction_id",
+            "basket_id": "basket_id",
+            "product_id": "product_id",
             "quantity": "quantity",
             "category": "category",
             "channel": "channel",
         }
     )
+    # Unit of an integer timestamp column (epoch seconds, milliseconds...); None = a timestamp,
+    # date or string column. Parquet nanosecond timestamps (pandas, pyarrow) need no setting.
+    timestamp_unit: TimestampUnit | None = None
 
     @field_validator("columns")
     @classmethod
@@ -120,6 +126,15 @@ class TransactionsInput(TableConfig):
             raise ValueError(f"required column role(s) {missing} are not mapped")
         return {role: name for role, name in value.items() if name}
 
+    @property
+    def explicit_roles(self) -> frozenset[str]:
+        """Optional roles mapped to a name of the user's own (not the role's default name).
+
+        An optional role left at its default name is skipped when the input has no such
+        column; one mapped explicitly must exist (see ``segmentation.quality.resolve_roles``).
+        """
+        return frozenset(role for role, name in self.columns.items() if name != role)
+
 
 class CustomersInput(TableConfig):
     """Optional customer attributes (age, income, region...) joined for demographic features."""
@@ -130,11 +145,27 @@ class CustomersInput(TableConfig):
     categorical: list[str] = Field(default_factory=list)
     # Categorical levels beyond this many (by customer count) are pooled into "other".
     max_levels: int = Field(10, ge=1)
+    # The job stops when a smaller share of the customers has a row in this table.
+    min_match_share: float = Field(0.5, ge=0.0, le=1.0)
+
+
+class ProductsInput(TableConfig):
+    """Optional product dimension joined to the transactions on the ``product_id`` role."""
+
+    enabled: bool = False
+    product_id: str = "product_id"
+    # Column giving each line its category (replaces the transactions' category role); None = keep it.
+    category: str | None = "category"
+    # Other categorical attributes (brand, department...): a share of gross spend per top level.
+    attributes: list[str] = Field(default_factory=list)
+    # The job stops when a smaller share of the kept lines finds its product in this table.
+    min_match_share: float = Field(0.5, ge=0.0, le=1.0)
 
 
 class InputConfig(_Section):
     transactions: TransactionsInput = Field(default_factory=lambda: TransactionsInput(path="data/transactions"))
     customers: CustomersInput = Field(default_factory=lambda: CustomersInput(path="data/customers"))
+    products: ProductsInput = Field(default_factory=lambda: ProductsInput(path="data/products"))
 
 
 class OutputConfig(TableConfig):
@@ -257,6 +288,7 @@ class IdentityConfig(_Section):
 
 DEFAULT_EXCLUDE = (
     "churned", "age", "income", "region_*", "frequency", "recency", "T", "monetary_value", "n_transactions",
+    "n_purchases",
 )  # fmt: skip
 
 
@@ -270,7 +302,9 @@ class TrainingConfig(_Section):
     # Names or shell-style patterns. By default the model clusters on behaviour only: the churn
     # label, customer attributes (described in the profiles instead), the lifetimes summary
     # columns, which repeat n_purchase_days, tenure_days and avg_basket_value in other units, and
-    # n_transactions (n_purchases + n_returns) are left out so no behaviour is counted twice.
+    # n_transactions (n_purchases + n_returns) are left out so no behaviour is counted twice. So is
+    # n_purchases (purchase lines): it is n_baskets x avg_lines_per_basket with a basket_id and
+    # equal to n_baskets without one, so the model counts purchase occasions once, as n_baskets.
     exclude: list[str] = Field(default_factory=lambda: list(DEFAULT_EXCLUDE))
     # "auto": money, count and duration columns (see segmentation.preprocessing.AUTO_LOG_PATTERN).
     log_features: list[str] | Literal["auto"] = "auto"

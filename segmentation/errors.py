@@ -47,6 +47,11 @@ class ConcurrentWriteError(SegmentationError):
     """Another run committed to the same Delta table first; this run committed nothing to it."""
 
 
+class JoinMatchError(SegmentationError, ValueError):
+    """Too few transactions' keys find their row in a joined table (customers, products): the keys
+    probably differ in type or format; the message names both key columns and unmatched ids."""
+
+
 def from_spark_failure(exc: BaseException) -> SegmentationError | None:
     """The user-facing error behind a Spark failure, or None when it is not one.
 

@@ -15,9 +15,10 @@ import logging
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
-from segmentation.config import AppConfig, CustomersInput
-from segmentation.errors import ContractError, InputNotFoundError, QuarantineThresholdError
+from segmentation.config import AppConfig, CustomersInput, ProductsInput
+from segmentation.errors import ConfigError, ContractError, InputNotFoundError, JoinMatchError, QuarantineThresholdError
 from segmentation.features import customer_activity, demographic_features, top_values, typical_gap, with_churn
 from segmentation.io import read_table, write_table
 from segmentation.quality import (
@@ -28,6 +29,7 @@ from segmentation.quality import (
     default_as_of,
     label_rows,
     parse_rows,
+    resolve_roles,
 )
 
 __all__ = ["run_feature_pipeline", "compute_features", "read_quality"]
@@ -46,15 +48,22 @@ def compute_features(
     """
     source = cfg.input.transactions
     fcfg = cfg.features
-    columns = {role: name for role, name in source.columns.items() if name}
+    products = cfg.input.products
     raw = read_table(spark, source)
-    check_contract(raw, columns, f"{source.format} input '{source.location}'")
+    columns = resolve_roles(raw.columns, source.columns, source.explicit_roles)
+    check_contract(raw, columns, f"{source.format} input '{source.location}'", source.timestamp_unit)
+    if products.enabled and "product_id" not in columns:
+        raise ConfigError(
+            "input.products is enabled but the transactions have no product_id role: "
+            "set input.transactions.columns.product_id to the column holding the product id"
+        )
+    key_types = {role: raw.schema[name].dataType.simpleString() for role, name in columns.items()}
     canonical = canonical_columns(raw, columns)
     if not canonical.limit(1).collect():
         raise ContractError(
             f"{source.format} input '{source.location}' is empty: no transactions to build features from"
         )
-    parsed = parse_rows(canonical)
+    parsed = parse_rows(canonical, source.timestamp_unit)
     as_of = fcfg.as_of or default_as_of(parsed)
     if as_of is None:
         raise ContractError(
@@ -75,15 +84,23 @@ def compute_features(
         )
         _check_kept_rows(report, fcfg.max_quarantine_share, source.location)
         kept = labelled.where(F.col("reason").isNull())
-        categories = (
-            top_values(kept, "category", fcfg.top_categories, weight=F.when(F.col("amount") > 0, F.col("amount")))
-            if "category" in columns
-            else []
-        )
+        if products.enabled:
+            kept, share, unknown = _with_products(
+                spark, kept, products, (columns["product_id"], key_types["product_id"])
+            )
+            report = dataclasses.replace(report, products_match_share=share, unknown_product_lines=unknown)
+        spend = F.when(F.col("amount") > 0, F.col("amount"))
+        has_category = "category" in kept.columns
+        categories = top_values(kept, "category", fcfg.top_categories, weight=spend) if has_category else []
         channels = top_values(kept, "channel", fcfg.max_channels) if "channel" in columns else []
+        mixes = (
+            {a: top_values(kept, a, fcfg.top_categories, weight=spend) for a in products.attributes}
+            if products.enabled
+            else {}
+        )
         # Persisted so the customer count, the median gap and the write read one aggregation, not three.
         activity = customer_activity(
-            kept, as_of, categories=categories, channels=channels, trend_window_days=fcfg.trend_window_days
+            kept, as_of, categories, channels, trend_window_days=fcfg.trend_window_days, mixes=mixes
         ).persist(StorageLevel.MEMORY_AND_DISK)
         persisted.append(activity)
         report = dataclasses.replace(report, customers=activity.count())
@@ -91,8 +108,11 @@ def compute_features(
             activity, typical_gap(activity, default=float(fcfg.trend_window_days)), fcfg.churn_gap_multiple
         )
         if cfg.input.customers.enabled:  # reads the customers table, which can be missing or wrong
-            features = features.join(_demographics(spark, cfg.input.customers), "customer_id", how="left")
-            features = features.fillna(0.0, subset=[c for c in features.columns if c.endswith("_other")])
+            key = (columns["customer_id"], key_types["customer_id"])
+            attrs, fill, share = _demographics(spark, cfg.input.customers, activity, key)
+            report = dataclasses.replace(report, customers_match_share=share)
+            # Customers without a row get the medians and no level of any categorical (all 0).
+            features = features.join(attrs, "customer_id", how="left").fillna(fill)
     except BaseException:
         for frame in persisted:
             frame.unpersist()
@@ -120,16 +140,133 @@ def _check_kept_rows(report: QualityReport, max_share: float, location: str) -> 
         raise ContractError(f"no valid transaction left in '{location}'; nothing was written")
 
 
-def _demographics(spark: SparkSession, customers: CustomersInput) -> DataFrame:
-    wanted = [customers.customer_id, *customers.numeric, *customers.categorical]
-    attrs = read_table(spark, customers, columns=wanted).withColumnRenamed(customers.customer_id, "customer_id")
+def _demographics(
+    spark: SparkSession, customers: CustomersInput, activity: DataFrame, key: tuple[str, str]
+) -> tuple[DataFrame, dict[str, float], float]:
+    """The encoded attributes of ``input.customers``, the fill values for customers without a
+    row, and the share of ``activity``'s customers that have one.
+
+    Raises :class:`JoinMatchError` when that share is below ``customers.min_match_share``. An
+    attribute that is null for every matched customer is dropped with a warning.
+    """
+    wanted = list(dict.fromkeys([customers.customer_id, *customers.numeric, *customers.categorical]))
+    table = read_table(spark, customers, columns=wanted)
+    attrs = table.withColumn("customer_id", F.col(customers.customer_id).cast("string"))
+    attrs = attrs.select("customer_id", *[c for c in wanted if c != customers.customer_id])
+    attrs = attrs.where(F.col("customer_id").isNotNull()).dropDuplicates(["customer_id"])
+    numeric, categorical = list(customers.numeric), list(customers.categorical)
+    counts = (
+        activity.select("customer_id")
+        .join(attrs.withColumn("_matched", F.lit(1)), "customer_id", how="left")
+        .agg(
+            F.count(F.lit(1)).alias("_customers"),
+            F.count("_matched").alias("_matched"),
+            *[F.count(F.col(c).cast("double")).alias(c) for c in numeric],
+            *[F.count(c).alias(c) for c in categorical if c not in numeric],
+        )
+        .first()
+        .asDict()
+    )
+    total, matched = counts.pop("_customers"), counts.pop("_matched")
+    share = matched / total if total else 0.0
+    log.info(
+        "input.customers '%s': %d of %d customers (%.2f%%) have a row", customers.location, matched, total, 100 * share
+    )
+    if share < customers.min_match_share:
+        raise JoinMatchError(
+            f"only {matched} of {total} customers ({share:.2%}) of the transactions (column '{key[0]}', {key[1]}) "
+            f"have a row in input.customers '{customers.location}' (column '{customers.customer_id}', "
+            f"{table.schema[customers.customer_id].dataType.simpleString()}), below "
+            f"input.customers.min_match_share={customers.min_match_share}. "
+            + _unmatched(activity, attrs, table, customers.customer_id, key[1])
+            + ". Make both columns hold the same ids in the same form, or lower input.customers.min_match_share"
+        )
+    empty = [c for c, n in counts.items() if n == 0]
+    if empty:
+        log.warning("input.customers: attribute(s) %s are null for every matched customer; dropped", empty)
+        numeric = [c for c in numeric if c not in empty]
+        categorical = [c for c in categorical if c not in empty]
     medians = {}
-    if customers.numeric:
-        values = attrs.select([F.col(c).cast("double").alias(c) for c in customers.numeric])
-        quantiles = values.approxQuantile(list(customers.numeric), [0.5], 0.001)
-        medians = {c: (q[0] if q else 0.0) for c, q in zip(customers.numeric, quantiles, strict=True)}
-    levels = {c: top_values(attrs, c, customers.max_levels) for c in customers.categorical}
-    return demographic_features(attrs, customers.numeric, customers.categorical, levels, medians)
+    if numeric:
+        values = attrs.select([F.col(c).cast("double").alias(c) for c in numeric])
+        quantiles = values.approxQuantile(numeric, [0.5], 0.001)
+        medians = {c: (q[0] if q else 0.0) for c, q in zip(numeric, quantiles, strict=True)}
+    levels = {c: top_values(attrs, c, customers.max_levels) for c in categorical}
+    encoded = demographic_features(attrs, numeric, categorical, levels, medians)
+    fill = {c: medians.get(c, 0.0) if c in numeric else 0.0 for c in encoded.columns if c != "customer_id"}
+    return encoded, fill, share
+
+
+def _with_products(
+    spark: SparkSession, kept: DataFrame, products: ProductsInput, key: tuple[str, str]
+) -> tuple[DataFrame, float, int]:
+    """``kept`` with the product attributes joined on ``product_id`` (left, the dimension broadcast),
+    the share of lines whose product is known, and the number of lines whose product is not.
+
+    A line of an unknown product keeps its amount; its category and attributes are ``unknown``.
+    ``products.category`` replaces the transactions' own category. Raises :class:`JoinMatchError`
+    when the share is below ``products.min_match_share``.
+    """
+    clash = [a for a in products.attributes if a in kept.columns]
+    if clash:
+        raise ConfigError(
+            f"input.products.attributes {clash} clash with the transaction columns {kept.columns}; "
+            "rename them in the product table"
+        )
+    wanted = list(dict.fromkeys([products.product_id, *([products.category] if products.category else []),
+                                 *products.attributes]))  # fmt: skip
+    table = read_table(spark, products, columns=wanted)
+    attributes = ([("category", products.category)] if products.category else []) + [
+        (a, a) for a in products.attributes
+    ]
+    dims = (
+        table.select(
+            F.col(products.product_id).cast("string").alias("product_id"),
+            *[F.col(column).cast("string").alias(f"_p_{role}") for role, column in attributes],
+            F.lit(True).alias("_known"),
+        )
+        .where(F.col("product_id").isNotNull())
+        .dropDuplicates(["product_id"])
+    )
+    base = kept.drop("category") if products.category else kept
+    joined = base.join(F.broadcast(dims), "product_id", how="left")
+    lines, matched = joined.agg(F.count(F.lit(1)), F.count("_known")).first()
+    share = matched / lines if lines else 0.0
+    log.info(
+        "input.products '%s': %d of %d kept lines (%.2f%%) found their product; %d lines of unknown products",
+        products.location, matched, lines, 100 * share, lines - matched,
+    )  # fmt: skip
+    if share < products.min_match_share:
+        raise JoinMatchError(
+            f"only {matched} of {lines} kept lines ({share:.2%}) of the transactions (column '{key[0]}', {key[1]}) "
+            f"found their product in input.products '{products.location}' (column '{products.product_id}', "
+            f"{table.schema[products.product_id].dataType.simpleString()}), below "
+            f"input.products.min_match_share={products.min_match_share}. "
+            + _unmatched(
+                joined.where(F.col("_known").isNull()), dims, table, products.product_id, key[1], column="product_id"
+            )  # fmt: skip
+            + ". Make both columns hold the same ids in the same form, or lower input.products.min_match_share"
+        )
+    filled = joined.withColumns(
+        {role: F.coalesce(F.col(f"_p_{role}"), F.lit("unknown")) for role, _ in attributes}
+    ).drop(*[f"_p_{role}" for role, _ in attributes], "_known")
+    return filled, share, lines - matched
+
+
+def _unmatched(
+    left: DataFrame, right: DataFrame, table: DataFrame, table_key: str, left_type: str, column: str = "customer_id"
+) -> str:
+    """A few ids of each side that the other lacks, shown as their types print them ('0042' vs 42)."""
+    numeric_left = left_type != "string"
+    ours = [r[0] for r in left.select(column).where(F.col(column).isNotNull()).join(
+        right.select(column), column, how="left_anti").distinct().limit(5).collect()]  # fmt: skip
+    theirs_keys = table.select(F.col(table_key)).where(F.col(table_key).isNotNull())
+    theirs = [r[0] for r in theirs_keys.join(
+        left.select(F.col(column).alias("_k")), F.col(table_key).cast("string") == F.col("_k"), how="left_anti"
+    ).distinct().limit(5).collect()]  # fmt: skip
+    show_ours = ", ".join(v if numeric_left else repr(v) for v in ours) or "none"
+    show_theirs = ", ".join(repr(v) if isinstance(v, str) else str(v) for v in theirs) or "none"
+    return f"Ids in the transactions without a match: {show_ours}; ids in the table without a match: {show_theirs}"
 
 
 def run_feature_pipeline(spark: SparkSession, cfg: AppConfig) -> QualityReport:
@@ -141,7 +278,10 @@ def run_feature_pipeline(spark: SparkSession, cfg: AppConfig) -> QualityReport:
         snapshot = {"as_of": report.as_of.isoformat()}
         write_table(features, fcfg.output, partition_by=["as_of"], replace_where=snapshot)
         write_table(quarantine, fcfg.quarantine, partition_by=["as_of"], replace_where=snapshot)
-        write_table(_quality_row(spark, report, cfg), fcfg.quality, partition_by=["as_of"], replace_where=snapshot)
+        # mergeSchema: a quality table written before the join match columns existed gains them.
+        write_table(
+            _quality_row(spark, report, cfg), fcfg.quality, ["as_of"], replace_where=snapshot, merge_schema=True
+        )
         log.info(
             "features of %d customers for as_of %s written to %s", report.customers, report.as_of, fcfg.output.location
         )
@@ -151,10 +291,22 @@ def run_feature_pipeline(spark: SparkSession, cfg: AppConfig) -> QualityReport:
             frame.unpersist()
 
 
+_SHARE_COLUMNS = ("dq_customers_match_share", "dq_products_match_share")
+
+
 def _quality_row(spark: SparkSession, report: QualityReport, cfg: AppConfig) -> DataFrame:
-    values = {"source": cfg.input.transactions.location, **{k: int(v) for k, v in report.as_dict().items()
-                                                             if k != "dq_quarantined_share"}}  # fmt: skip
-    row = spark.createDataFrame([tuple(values.values())], list(values))
+    """One row: the source, every count of ``report.as_dict()`` as a long and the join match shares
+    (null when that join is off), so the table keeps one schema whatever is enabled."""
+    metrics = report.as_dict()
+    counts = [k for k in metrics if k != "dq_quarantined_share" and k not in _SHARE_COLUMNS]
+    counts += [] if "dq_unknown_product_lines" in counts else ["dq_unknown_product_lines"]
+    fields = [T.StructField("source", T.StringType())]
+    fields += [T.StructField(k, T.LongType()) for k in counts]
+    fields += [T.StructField(k, T.DoubleType()) for k in _SHARE_COLUMNS]
+    values = [cfg.input.transactions.location]
+    values += [int(metrics[k]) if k in metrics else None for k in counts]
+    values += [metrics.get(k) for k in _SHARE_COLUMNS]
+    row = spark.createDataFrame([tuple(values)], T.StructType(fields))
     return row.withColumn("as_of", F.lit(report.as_of))
 
 
@@ -166,4 +318,4 @@ def read_quality(spark: SparkSession, cfg: AppConfig, as_of: dt.date | str) -> d
         return {}
     if not rows:
         return {}
-    return {k: float(v) for k, v in rows[0].asDict().items() if k.startswith("dq_")}
+    return {k: float(v) for k, v in rows[0].asDict().items() if k.startswith("dq_") and v is not None}

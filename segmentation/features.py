@@ -16,15 +16,19 @@ customer_id                 string  the customer
 as_of                       date    end of the observation window, inclusive
 recency_days                double  days from the last transaction date to ``as_of``
 tenure_days                 double  days from the first transaction date to ``as_of``
-n_transactions              long    kept transactions (purchases and returns)
-n_purchases                 long    transactions with amount > 0
-n_returns                   long    transactions with amount < 0
+n_transactions              long    kept transactions (lines: purchases and returns)
+n_purchases                 long    lines with amount > 0
+n_baskets                   long    distinct basket ids among lines with amount > 0 (a line
+                                    without a basket id is a basket of its own); = n_purchases
+                                    without a basket_id column
+n_returns                   long    lines with amount < 0
 n_purchase_days             long    distinct transaction dates
 net_spend                   double  sum of amounts, returns netted (the M of RFM)
 gross_spend                 double  sum of positive amounts
-avg_basket_value            double  gross_spend / n_purchases (0 without purchases)
-avg_items_per_basket        double  purchased quantity / n_purchases (1 per basket without a
+avg_basket_value            double  gross_spend / n_baskets (0 without purchases)
+avg_items_per_basket        double  purchased quantity / n_baskets (1 per line without a
                                     quantity column; 0 without purchases)
+avg_lines_per_basket        double  n_purchases / n_baskets; only with a basket_id column
 mean_gap_days               double  mean days between consecutive transaction dates (0 if < 2)
 std_gap_days                double  population std of those gaps (0 if < 2 dates)
 frequency                   double  lifetimes: transaction dates - 1 (repeat purchase days)
@@ -37,6 +41,8 @@ return_value_share          double  returned / (gross_spend + returned), 0 when 
 n_categories                long    distinct categories bought or returned (0 without a column)
 cat_<name>, cat_other       double  share of gross_spend per top category (sum to 1 with
                                     purchases, else 0); only with a category column
+<attr>_<level>, <attr>_other double share of gross_spend per top level of a product attribute
+                                    (``mixes``, from input.products.attributes)
 chan_<name>, chan_other     double  share of transactions per channel; only with a channel column
 spend_recent                double  net spend in the last ``trend_window_days`` up to ``as_of``
 spend_previous              double  net spend in the window before that
@@ -56,7 +62,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -114,12 +120,14 @@ def customer_features(
     trend_window_days: int = 90,
     churn_gap_multiple: float = 3.0,
     median_gap_days: float | None = None,
+    mixes: Mapping[str, Sequence[str]] | None = None,
 ) -> DataFrame:
     """One row per customer (schema in the module docstring).
 
     ``kept``: the kept, parsed transactions with ``customer_id``, ``day`` (date),
-    ``amount`` (double) and optionally ``quantity``, ``category``, ``channel``.
+    ``amount`` (double) and optionally ``basket_id``, ``quantity``, ``category``, ``channel``.
     ``categories`` / ``channels``: the values that get their own share column.
+    ``mixes``: attribute column of ``kept`` -> the levels that get their own share column.
     ``median_gap_days``: the typical gap used for customers with one transaction
     date; None computes it (one Spark job) with :func:`typical_gap`.
 
@@ -127,7 +135,7 @@ def customer_features(
     :func:`with_churn`; the feature job makes the same three calls with the
     activity persisted in between, so the aggregation runs once.
     """
-    activity = customer_activity(kept, as_of, categories, channels, trend_window_days)
+    activity = customer_activity(kept, as_of, categories, channels, trend_window_days, mixes)
     if median_gap_days is None:
         median_gap_days = typical_gap(activity, default=float(trend_window_days))
     return with_churn(activity, median_gap_days, churn_gap_multiple)
@@ -139,9 +147,12 @@ def customer_activity(
     categories: Sequence[str] = (),
     channels: Sequence[str] = (),
     trend_window_days: int = 90,
+    mixes: Mapping[str, Sequence[str]] | None = None,
 ) -> DataFrame:
     """Every column of the schema up to ``trend``: all but the churn signal, which needs
     the typical gap over all customers."""
+    mixes = dict(mixes or {})
+    has_basket = "basket_id" in kept.columns
     has_quantity = "quantity" in kept.columns
     has_category = "category" in kept.columns
     has_channel = "channel" in kept.columns
@@ -170,12 +181,30 @@ def customer_activity(
     if has_channel:
         for value, name in zip(channels, chan_cols, strict=True):
             daily_aggs.append(F.sum((F.col("channel") == value).cast("long")).alias(name))
+    mix_cols = {attr: _unique_slugs(levels, slug(attr)) for attr, levels in mixes.items()}
+    for attr, levels in mixes.items():
+        for value, name in zip(levels, mix_cols[attr], strict=True):
+            daily_aggs.append(F.sum(F.when(purchase & (F.col(attr) == value), amount).otherwise(0.0)).alias(name))
+    if has_basket:  # a purchase line without a basket id is a basket of its own
+        daily_aggs.append(F.sum((purchase & F.col("basket_id").isNull()).cast("long")).alias("d_loose"))
     daily = kept.groupBy("customer_id", "day").agg(*daily_aggs)
 
     by_day = Window.partitionBy("customer_id").orderBy("day")
     daily = daily.withColumn("gap", F.datediff(day, F.lag(day).over(by_day)).cast("double"))
 
-    sums = ["d_tx", "d_purchases", "d_returns", "d_gross", "d_returned", "d_items", *cat_cols, *chan_cols]
+    all_mix_cols = [c for cols in mix_cols.values() for c in cols]
+    sums = [
+        "d_tx",
+        "d_purchases",
+        "d_returns",
+        "d_gross",
+        "d_returned",
+        "d_items",
+        *cat_cols,
+        *chan_cols,
+        *all_mix_cols,
+    ]
+    sums += ["d_loose"] if has_basket else []
     customer_aggs = [F.sum(c).alias(c) for c in sums] + [
         F.min("day").alias("first_day"),
         F.max("day").alias("last_day"),
@@ -196,6 +225,19 @@ def customer_activity(
         distinct = kept.where(F.col("category").isNotNull()).select("customer_id", "category").distinct()
         n_cat = distinct.groupBy("customer_id").agg(F.count(F.lit(1)).alias("n_cat"))
         per_customer = per_customer.join(n_cat, "customer_id", "left")
+    if has_basket:
+        # Distinct baskets counted apart for the same reason; a basket bought over two days is one.
+        baskets = (
+            kept.where(purchase & F.col("basket_id").isNotNull())
+            .select("customer_id", "basket_id")
+            .distinct()
+            .groupBy("customer_id")
+            .agg(F.count(F.lit(1)).alias("n_bk"))
+        )
+        per_customer = per_customer.join(baskets, "customer_id", "left")
+        n_baskets = F.coalesce(F.col("n_bk"), F.lit(0)) + F.col("d_loose")
+    else:
+        n_baskets = F.col("d_purchases")
 
     frequency = (F.col("n_days") - 1).cast("double")
     mean_gap = F.coalesce(F.col("mean_gap"), F.lit(0.0))
@@ -206,12 +248,18 @@ def customer_activity(
         F.datediff(as_of_lit, F.col("first_day")).cast("double").alias("tenure_days"),
         F.col("d_tx").cast("long").alias("n_transactions"),
         F.col("d_purchases").cast("long").alias("n_purchases"),
+        n_baskets.cast("long").alias("n_baskets"),
         F.col("d_returns").cast("long").alias("n_returns"),
         F.col("n_days").cast("long").alias("n_purchase_days"),
         F.col("net_spend").cast("double").alias("net_spend"),
         F.col("d_gross").cast("double").alias("gross_spend"),
-        _safe_div(F.col("d_gross"), F.col("d_purchases")).alias("avg_basket_value"),
-        _safe_div(F.col("d_items"), F.col("d_purchases")).alias("avg_items_per_basket"),
+        _safe_div(F.col("d_gross"), n_baskets).alias("avg_basket_value"),
+        _safe_div(F.col("d_items"), n_baskets).alias("avg_items_per_basket"),
+        *(
+            [_safe_div(F.col("d_purchases").cast("double"), n_baskets).alias("avg_lines_per_basket")]
+            if has_basket
+            else []
+        ),
         mean_gap.alias("mean_gap_days"),
         F.coalesce(F.col("std_gap"), F.lit(0.0)).alias("std_gap_days"),
         frequency.alias("frequency"),
@@ -231,6 +279,7 @@ def customer_activity(
             if has_category
             else []
         ),
+        *_mix_shares(mix_cols),
         *[_safe_div(F.col(c).cast("double"), F.col("d_tx")).alias(c) for c in chan_cols],
         *(
             [_safe_div(F.col("d_tx") - sum((F.col(c) for c in chan_cols), F.lit(0)), F.col("d_tx")).alias("chan_other")]
@@ -245,6 +294,16 @@ def customer_activity(
     )
 
     return base
+
+
+def _mix_shares(mix_cols: Mapping[str, Sequence[str]]) -> list[Column]:
+    """Share of gross spend per level column of each attribute, and ``<attr>_other`` for the rest."""
+    out: list[Column] = []
+    for attr, cols in mix_cols.items():
+        out += [_safe_div(F.col(c), F.col("d_gross")).alias(c) for c in cols]
+        rest = F.col("d_gross") - sum((F.col(c) for c in cols), F.lit(0.0))
+        out.append(_safe_div(rest, F.col("d_gross")).alias(f"{slug(attr)}_other"))
+    return out
 
 
 def typical_gap(activity: DataFrame, default: float) -> float:

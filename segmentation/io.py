@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 CORRUPT_RECORD = "_corrupt_record"  # the raw text of a CSV line Spark could not split into the header's fields
 _CSV_PRUNING = "spark.sql.csv.parser.columnPruning.enabled"
+# Spark reads Parquet's INT64 TIMESTAMP(NANOS), the default of pandas and pyarrow, only as epoch
+# nanoseconds in a long column, and only with this session setting (no reader option exists).
+_NANOS_AS_LONG = "spark.sql.legacy.parquet.nanosAsLong"
 
 
 def read_table(spark: SparkSession, source: TableConfig, columns: Sequence[str] | None = None) -> DataFrame:
@@ -62,6 +65,8 @@ def read_table(spark: SparkSession, source: TableConfig, columns: Sequence[str] 
         elif source.path:
             if source.format == "csv":
                 df = _read_csv(spark, source)
+            elif source.format == "parquet":
+                df = _read_parquet(spark, source)
             else:
                 df = spark.read.format(source.format).options(**source.options).load(source.path)
         else:
@@ -77,6 +82,55 @@ def read_table(spark: SparkSession, source: TableConfig, columns: Sequence[str] 
             )
         df = df.select(*columns)
     return df
+
+
+def _read_parquet(spark: SparkSession, source: TableConfig) -> DataFrame:
+    """Read Parquet as pandas, pyarrow and Spark write it.
+
+    INT96, millisecond and microsecond timestamps, dates and decimals Spark reads as they are.
+    Nanosecond timestamps (pandas' and pyarrow's default) need ``spark.sql.legacy.parquet.nanosAsLong``,
+    which turns them into epoch nanoseconds; the columns the file's footer declares as nanosecond
+    timestamps are turned back into timestamps (UTC, truncated to microseconds, Spark's precision).
+    """
+    reader = spark.read.options(**source.options)
+    if spark.conf.get(_NANOS_AS_LONG, "false").lower() != "true":
+        try:
+            return reader.parquet(source.path)
+        except Exception as exc:  # noqa: BLE001 - classic and Connect raise different classes
+            if "PARQUET_TYPE_ILLEGAL" not in str(exc) or "NANOS" not in str(exc):
+                raise
+        log.info("'%s' has nanosecond timestamps: setting %s=true to read them", source.path, _NANOS_AS_LONG)
+        spark.conf.set(_NANOS_AS_LONG, "true")
+    df = reader.parquet(source.path)
+    nanos = _nanosecond_columns(df)
+    if nanos:
+        log.info("reading nanosecond timestamp column(s) %s of '%s' as timestamps", nanos, source.path)
+        df = df.withColumns({c: F.timestamp_micros(F.expr(f"`{c}` div 1000")) for c in nanos})
+    return df
+
+
+def _nanosecond_columns(df: DataFrame) -> list[str]:
+    """The long columns of ``df`` that its first file's footer declares as nanosecond timestamps."""
+    longs = {f.name for f in df.schema.fields if isinstance(f.dataType, T.LongType)}
+    files = df.inputFiles() if longs else []
+    if not files:
+        return []
+    import pyarrow as pa
+    import pyarrow.fs
+    import pyarrow.parquet as pq
+
+    try:
+        fs, path = pyarrow.fs.FileSystem.from_uri(files[0])
+        with fs.open_input_file(path) as f:
+            schema = pq.read_schema(f)
+    except Exception as exc:  # noqa: BLE001 - a file system pyarrow cannot open: say what to set
+        log.warning(
+            "cannot read the Parquet footer of %s to find its nanosecond timestamps (%s); they are read as "
+            "epoch nanoseconds: set input.transactions.timestamp_unit=nanoseconds for the timestamp column",
+            files[0], _first_line(exc),
+        )  # fmt: skip
+        return []
+    return [f.name for f in schema if f.name in longs and pa.types.is_timestamp(f.type) and f.type.unit == "ns"]
 
 
 def _read_csv(spark: SparkSession, source: TableConfig) -> DataFrame:
@@ -116,11 +170,13 @@ def write_table(
     target: OutputConfig,
     partition_by: Sequence[str] = (),
     replace_where: dict[str, str] | None = None,
+    merge_schema: bool = False,
 ) -> None:
     """Write ``df`` to ``target`` atomically.
 
     ``replace_where`` (column -> literal) replaces exactly the rows of that
     snapshot and leaves others: the rerun of a snapshot is idempotent.
+    ``merge_schema`` lets a Delta table gain the new columns of ``df``.
     """
     writer = df.write.mode("overwrite")
     if partition_by:
@@ -130,6 +186,8 @@ def write_table(
         if replace_where:
             predicate = " AND ".join(f"`{col}` = '{val}'" for col, val in replace_where.items())
             writer = writer.option("replaceWhere", predicate)
+        if merge_schema:
+            writer = writer.option("mergeSchema", "true")
     else:
         writer = writer.format(target.format)
         if replace_where:

@@ -21,7 +21,8 @@ Two levels of problems:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+import logging
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from pyspark.sql import Column, DataFrame, Window
@@ -39,7 +40,10 @@ __all__ = [
     "label_rows",
     "default_as_of",
     "parse_rows",
+    "resolve_roles",
 ]
+
+log = logging.getLogger(__name__)
 
 QUARANTINE_REASONS = (
     "malformed_row",
@@ -53,20 +57,25 @@ QUARANTINE_REASONS = (
     "duplicate_transaction_id",
 )
 
+_INTEGERS = (T.IntegerType, T.LongType)
 _ALLOWED = {
     "customer_id": (T.StringType, T.IntegerType, T.LongType, T.ShortType, T.ByteType),
-    "timestamp": (T.TimestampType, T.TimestampNTZType, T.DateType, T.StringType),
+    "timestamp": (T.TimestampType, T.TimestampNTZType, T.DateType, T.StringType, *_INTEGERS),
     "amount": (T.DoubleType, T.FloatType, T.DecimalType, T.IntegerType, T.LongType, T.ShortType, T.StringType),
     "transaction_id": (T.StringType, T.IntegerType, T.LongType),
+    "basket_id": (T.StringType, T.IntegerType, T.LongType, T.DecimalType),
+    "product_id": (T.StringType, T.IntegerType, T.LongType, T.DecimalType),
     "quantity": (T.DoubleType, T.FloatType, T.DecimalType, T.IntegerType, T.LongType, T.ShortType, T.StringType),
     "category": (T.StringType,),
     "channel": (T.StringType,),
 }
 _EXPECTED = {
     "customer_id": "string or integer",
-    "timestamp": "timestamp, date or a parseable string",
+    "timestamp": "timestamp, date, a parseable string or (with input.transactions.timestamp_unit) epoch integers",
     "amount": "a number or a numeric string",
     "transaction_id": "string or integer",
+    "basket_id": "string or integer",
+    "product_id": "string or integer",
     "quantity": "a number or a numeric string",
     "category": "string",
     "channel": "string",
@@ -82,6 +91,10 @@ class QualityReport:
     rows_kept: int
     customers: int
     quarantined: Mapping[str, int] = field(default_factory=dict)
+    # Joins of input.customers and input.products: share of customers / kept lines that matched.
+    customers_match_share: float | None = None
+    products_match_share: float | None = None
+    unknown_product_lines: int | None = None
 
     @property
     def rows_quarantined(self) -> int:
@@ -102,6 +115,9 @@ class QualityReport:
         }
         for reason in QUARANTINE_REASONS:
             out[f"dq_quarantined_{reason}"] = float(self.quarantined.get(reason, 0))
+        for key in ("customers_match_share", "products_match_share", "unknown_product_lines"):
+            if getattr(self, key) is not None:
+                out[f"dq_{key}"] = float(getattr(self, key))
         return out
 
     def summary(self) -> str:
@@ -110,13 +126,44 @@ class QualityReport:
             f"as_of {self.as_of}: read {self.rows_read} rows, kept {self.rows_kept}, "
             f"quarantined {self.rows_quarantined} ({self.quarantined_share:.2%}; {reasons}), "
             f"{self.customers} customers"
+            + (
+                f", {self.customers_match_share:.2%} of them in input.customers"
+                if self.customers_match_share is not None
+                else ""
+            )
+            + (
+                f", {self.products_match_share:.2%} of kept lines in input.products "
+                f"({self.unknown_product_lines} lines of unknown products)"
+                if self.products_match_share is not None
+                else ""
+            )
         )
 
 
-def check_contract(df: DataFrame, columns: Mapping[str, str], source: str) -> None:
+def resolve_roles(available: Collection[str], columns: Mapping[str, str], explicit: Collection[str]) -> dict[str, str]:
+    """The role mapping to use: ``columns`` without the optional roles left at their default name
+    (``explicit`` lacks them) whose column is not in ``available``; one log line names them.
+
+    A required role, or an optional role the user mapped explicitly, stays, so that
+    :func:`check_contract` stops the job when its column is missing.
+    """
+    required = ("customer_id", "timestamp", "amount")
+    absent = [r for r, name in columns.items() if r not in required and r not in explicit and name not in available]
+    if absent:
+        log.info(
+            "optional role(s) %s: no column of that name in the input, so treated as absent "
+            "(map them with input.transactions.columns.<role>)",
+            ", ".join(absent),
+        )
+    return {role: name for role, name in columns.items() if role not in absent}
+
+
+def check_contract(df: DataFrame, columns: Mapping[str, str], source: str, timestamp_unit: str | None = None) -> None:
     """Raise :class:`ContractError` when a mapped column is missing or has an unusable type.
 
     ``columns`` maps roles to the user's column names (``input.transactions.columns``).
+    Every mapped column is checked for presence first, so a missing column is reported as
+    missing rather than as another column's type. Integer timestamps need ``timestamp_unit``.
     Emptiness is checked by the caller with one cheap ``limit(1)`` query.
     """
     types = {f.name: f.dataType for f in df.schema.fields}
@@ -125,6 +172,12 @@ def check_contract(df: DataFrame, columns: Mapping[str, str], source: str) -> No
             raise ContractError(
                 f"column '{name}' (role {role}) is missing from {source}; it has {sorted(types)}. "
                 f"Set input.transactions.columns.{role} to your column name"
+            )
+    for role, name in columns.items():
+        if role == "timestamp" and timestamp_unit is None and isinstance(types[name], _INTEGERS):
+            raise ContractError(
+                f"column '{name}' (role timestamp) in {source} holds integers ({types[name].simpleString()}); "
+                "if they are epoch times, set input.transactions.timestamp_unit to seconds or milliseconds"
             )
         if not isinstance(types[name], _ALLOWED[role]):
             raise ContractError(
@@ -137,14 +190,16 @@ def canonical_columns(df: DataFrame, columns: Mapping[str, str]) -> DataFrame:
     """Select the mapped columns under their role names, keeping the raw values for checking.
 
     Output: ``customer_id`` (string), ``timestamp_raw``, ``amount_raw`` and the optional
-    roles present (``transaction_id`` string, ``quantity_raw``, ``category``, ``channel``), and
+    roles present (``transaction_id``, ``basket_id``, ``product_id`` strings, ``quantity_raw``,
+    ``category``, ``channel``), and
     ``malformed`` (the raw line of a CSV row that did not split into the header's fields).
     """
     selected = [F.col(columns["customer_id"]).cast("string").alias("customer_id")]
     selected.append(F.col(columns["timestamp"]).alias("timestamp_raw"))
     selected.append(F.col(columns["amount"]).alias("amount_raw"))
-    if "transaction_id" in columns:
-        selected.append(F.col(columns["transaction_id"]).cast("string").alias("transaction_id"))
+    for role in ("transaction_id", "basket_id", "product_id"):
+        if role in columns:
+            selected.append(F.col(columns[role]).cast("string").alias(role))
     if "quantity" in columns:
         selected.append(F.col(columns["quantity"]).alias("quantity_raw"))
     for role in ("category", "channel"):
@@ -155,7 +210,16 @@ def canonical_columns(df: DataFrame, columns: Mapping[str, str]) -> DataFrame:
     return df.select(*selected)
 
 
-def _to_timestamp(raw: Column, dtype: T.DataType) -> Column:
+def _to_timestamp(raw: Column, dtype: T.DataType, unit: str | None = None) -> Column:
+    if unit is not None and isinstance(dtype, (T.StringType, *_INTEGERS)):
+        epoch = F.trim(raw).try_cast("long") if isinstance(dtype, T.StringType) else raw.cast("long")
+        if unit == "seconds":
+            return F.timestamp_seconds(epoch)
+        if unit == "milliseconds":
+            return F.timestamp_millis(epoch)
+        if unit == "nanoseconds":  # exact: a double cannot hold epoch nanoseconds
+            epoch = F.floor(epoch.cast("decimal(20,0)") / F.lit(1000)).cast("long")
+        return F.timestamp_micros(epoch)
     if isinstance(dtype, T.StringType):
         return F.try_to_timestamp(F.trim(raw))
     return raw.cast("timestamp")
@@ -167,15 +231,17 @@ def _to_double(raw: Column, dtype: T.DataType) -> Column:
     return raw.cast("double")
 
 
-def parse_rows(df: DataFrame) -> DataFrame:
+def parse_rows(df: DataFrame, timestamp_unit: str | None = None) -> DataFrame:
     """Parse the raw columns of :func:`canonical_columns` output.
 
     Adds ``timestamp`` (timestamp, UTC), ``day`` (date), ``amount`` (double) and, when
     present, ``quantity`` (double); a value that does not parse becomes null here and
-    is labelled by :func:`label_rows`.
+    is labelled by :func:`label_rows`. ``timestamp_unit`` (seconds, milliseconds,
+    microseconds, nanoseconds) reads integer or digit-string timestamps as epoch times.
     """
     types = {f.name: f.dataType for f in df.schema.fields}
-    parsed = df.withColumn("timestamp", _to_timestamp(F.col("timestamp_raw"), types["timestamp_raw"])).withColumn(
+    timestamp = _to_timestamp(F.col("timestamp_raw"), types["timestamp_raw"], timestamp_unit)
+    parsed = df.withColumn("timestamp", timestamp).withColumn(
         "amount", _to_double(F.col("amount_raw"), types["amount_raw"])
     )
     if "quantity_raw" in types:

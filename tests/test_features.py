@@ -45,8 +45,8 @@ def features(kept):
 
 
 COLUMNS = [
-    "customer_id", "as_of", "recency_days", "tenure_days", "n_transactions", "n_purchases", "n_returns",
-    "n_purchase_days", "net_spend", "gross_spend", "avg_basket_value", "avg_items_per_basket", "mean_gap_days",
+    "customer_id", "as_of", "recency_days", "tenure_days", "n_transactions", "n_purchases", "n_baskets",
+    "n_returns", "n_purchase_days", "net_spend", "gross_spend", "avg_basket_value", "avg_items_per_basket", "mean_gap_days",
     "std_gap_days", "frequency", "recency", "T", "monetary_value", "return_rate", "return_value_share",
     "n_categories", "cat_toys", "cat_home_garden", "cat_other", "chan_web", "chan_app", "chan_other",
     "spend_recent", "spend_previous", "trend", "churn_ratio", "churned",
@@ -60,16 +60,16 @@ def test_schema_and_column_order(features):
 def test_every_feature_on_hand_checked_customers(spark, features):
     expected = [
         # recency 6, tenure 30; gaps 10 and 14; M=160; lifetimes monetary = mean(-20, 30) = 5
-        ("A", AS_OF, 6.0, 30.0, 4, 3, 1, 3, 160.0, 180.0, 60.0, 2.0, 12.0, 2.0, 2.0, 24.0, 30.0, 5.0, 0.25, 0.1,
+        ("A", AS_OF, 6.0, 30.0, 4, 3, 3, 1, 3, 160.0, 180.0, 60.0, 2.0, 12.0, 2.0, 2.0, 24.0, 30.0, 5.0, 0.25, 0.1,
          2, 80 / 180, 100 / 180, 0.0, 0.75, 0.0, 0.25, 30.0, 0.0, 1.0, 0.5, 0),
         # single purchase: the typical gap is the repeat customers' median (A's 12 days)
-        ("B", AS_OF, 26.0, 26.0, 1, 1, 0, 1, 40.0, 40.0, 40.0, 1.0, 0.0, 0.0, 0.0, 0.0, 26.0, 0.0, 0.0, 0.0,
+        ("B", AS_OF, 26.0, 26.0, 1, 1, 1, 0, 1, 40.0, 40.0, 40.0, 1.0, 0.0, 0.0, 0.0, 0.0, 26.0, 0.0, 0.0, 0.0,
          1, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 26 / 12, 1),
         # only a return: no purchases, negative net spend, all shares 0, trend -1
-        ("C", AS_OF, 1.0, 1.0, 1, 0, 1, 1, -15.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 1.0, 1.0,
+        ("C", AS_OF, 1.0, 1.0, 1, 0, 0, 1, 1, -15.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 1.0, 1.0,
          0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, -15.0, 0.0, -1.0, 1 / 12, 0),
         # net zero on one day; books is outside the top 2 categories
-        ("D", AS_OF, 29.0, 29.0, 2, 1, 1, 1, 0.0, 25.0, 25.0, 1.0, 0.0, 0.0, 0.0, 0.0, 29.0, 0.0, 0.5, 0.5,
+        ("D", AS_OF, 29.0, 29.0, 2, 1, 1, 1, 1, 0.0, 25.0, 25.0, 1.0, 0.0, 0.0, 0.0, 0.0, 29.0, 0.0, 0.5, 0.5,
          1, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 29 / 12, 1),
     ]  # fmt: skip
     assertDataFrameEqual(features, spark.createDataFrame(expected, features.schema), rtol=1e-9)
@@ -142,3 +142,54 @@ def test_demographics_one_hot_and_median_imputation(spark):
 def test_slug():
     assert slug("Home & Garden") == "home_garden"
     assert slug("  ") == "blank"
+
+
+BASKET_SCHEMA = "customer_id STRING, day DATE, amount DOUBLE, quantity DOUBLE, basket_id STRING, brand STRING"
+
+
+def assert_all_finite(df):
+    numeric = [c for c, t in df.dtypes if t in ("double", "bigint", "int")]
+    bad = df.where(" OR ".join(f"NOT (isnotnull(`{c}`) AND abs(`{c}`) < 1e300)" for c in numeric))
+    assert bad.count() == 0, bad.collect()
+
+
+def test_line_item_baskets_hand_checked(spark):
+    kept = spark.createDataFrame(
+        [
+            # A: basket b1 has two purchase lines and a return line; b2 is a one-line basket
+            ("A", d(2024, 1, 1), 10.0, 2.0, "b1", "acme"),
+            ("A", d(2024, 1, 1), 20.0, 1.0, "b1", "own"),
+            ("A", d(2024, 1, 1), -5.0, -1.0, "b1", "own"),
+            ("A", d(2024, 1, 3), 30.0, 3.0, "b2", "acme"),
+            # B: basket b1 (the same id as A's: baskets are per customer) and a line without a basket id
+            ("B", d(2024, 1, 2), 8.0, 1.0, "b1", "acme"),
+            ("B", d(2024, 1, 2), 12.0, 4.0, "b1", None),
+            ("B", d(2024, 1, 2), 5.0, 2.0, None, "own"),
+            # C: a basket holding only a return
+            ("C", d(2024, 1, 4), -7.0, -1.0, "b9", "acme"),
+        ],
+        BASKET_SCHEMA,
+    )
+    out = customer_features(kept, AS_OF, mixes={"brand": ["acme"]})
+    assert_all_finite(out)
+    got = out.select(
+        "customer_id", "n_transactions", "n_purchases", "n_baskets", "gross_spend", "net_spend",
+        "avg_basket_value", "avg_items_per_basket", "avg_lines_per_basket", "brand_acme", "brand_other",
+    )  # fmt: skip
+    expected = [
+        # 3 purchase lines in 2 baskets; the return nets into net_spend only
+        ("A", 4, 3, 2, 60.0, 55.0, 30.0, 3.0, 1.5, 40 / 60, 20 / 60),
+        # b1 (2 lines) + the line without a basket: 2 baskets of 25 gross, 7 items
+        ("B", 3, 3, 2, 25.0, 25.0, 12.5, 3.5, 1.5, 8 / 25, 17 / 25),
+        ("C", 1, 0, 0, 0.0, -7.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+    ]
+    assertDataFrameEqual(got, spark.createDataFrame(expected, got.schema), rtol=1e-9)
+    columns = out.columns
+    assert columns.index("n_baskets") == columns.index("n_purchases") + 1
+    assert columns.index("avg_lines_per_basket") == columns.index("avg_items_per_basket") + 1
+
+
+def test_without_basket_id_every_purchase_line_is_a_basket(spark, features):
+    rows = {r.customer_id: r for r in features.collect()}
+    assert [rows[c].n_baskets for c in "ABCD"] == [rows[c].n_purchases for c in "ABCD"] == [3, 1, 0, 1]
+    assert "avg_lines_per_basket" not in features.columns
