@@ -27,7 +27,7 @@ install: check-java $(STAMP)
 
 demo: install
 	$(BIN)/python jobs/generate_transactions.py --set generator.n_transactions=$(N_TRANSACTIONS)
-	$(BIN)/python jobs/build_features.py
+	$(BIN)/python jobs/build_features.py --set input.customers.enabled=true
 	$(BIN)/python jobs/train_segments.py
 	$(BIN)/python jobs/score_customers.py
 	@echo ""
