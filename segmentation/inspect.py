@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -88,7 +88,7 @@ __all__ = [
     "yaml_snippet",
 ]
 
-REQUIRED_ROLES = ("customer_id", "timestamp", "amount")
+REQUIRED_ROLES = REQUIRED_TRANSACTION_ROLES
 
 # Usual column names per role, most telling first. Required roles come first: they pick first.
 ROLE_NAMES: dict[str, tuple[str, ...]] = {
@@ -118,8 +118,6 @@ _PREFERRED: dict[str, tuple[type[T.DataType], ...]] = {
     "amount": (T.NumericType,),
     "quantity": (T.NumericType,),
 }
-# Roles the contract does not list (yet): an id is a string or an integer.
-_ID_TYPES = (T.StringType, T.IntegerType, T.LongType)
 
 # Rows-per-basket histogram buckets (inclusive bounds; None = no upper bound).
 BASKET_BUCKETS: tuple[tuple[int, int | None], ...] = ((1, 1), (2, 2), (3, 5), (6, 10), (11, 20), (21, 50), (51, None))
@@ -136,7 +134,7 @@ def config_roles() -> tuple[str, ...]:
 
 
 def _accepts(role: str, dtype: T.DataType) -> bool:
-    return isinstance(dtype, CONTRACT_TYPES.get(role, _ID_TYPES))
+    return isinstance(dtype, CONTRACT_TYPES[role])
 
 
 def _fields(schema: T.StructType) -> list[T.StructField]:
@@ -333,9 +331,8 @@ def yaml_snippet(
 
     ``roles`` (default: the roles this version's config knows) are written mapped or null, so
     that layered over ``conf/base.yaml`` no default name is left behind. A required role
-    without a column is a commented placeholder; a guessed role the config does not know is a
-    comment too, so the snippet always loads. ``timestamp_unit`` is written when given (an
-    integer timestamp column).
+    without a column is a commented placeholder, so the snippet always loads.
+    ``timestamp_unit`` is written when given (an integer timestamp column).
     """
     roles = list(roles or config_roles())
     lines = [
@@ -362,9 +359,6 @@ def yaml_snippet(
             lines.append(f"      # {role}: <your column>   # REQUIRED: no column found; uncomment and name yours")
         else:
             lines.append(f"      {role}: null")
-    for role, column in mapping.items():
-        if role not in roles:
-            lines.append(f"      # {role}: {_scalar(column)}   # not a role of this version's config")
     return "\n".join(lines) + "\n"
 
 
@@ -444,12 +438,10 @@ def inspect_transactions(
     candidates = role_candidates(schema)
     alternatives = {role: [c for c in cols if c != mapping.get(role)] for role, cols in candidates.items()}
     where = f"{source.format} input '{source.location}'" if not source.table else f"table '{source.table}'"
-    known = config_roles()
-    job_columns = {role: name for role, name in mapping.items() if role in known}
 
     # One pass over the raw table: rows, nulls per column, distinct customers, integer timestamps' range.
-    customer = job_columns.get("customer_id") if _contract_ok(df, "customer_id", job_columns, where) else None
-    ts_column = job_columns.get("timestamp")
+    customer = mapping.get("customer_id") if _contract_ok(df, "customer_id", mapping, where) else None
+    ts_column = mapping.get("timestamp")
     integer_ts = ts_column in names and isinstance(df.schema[ts_column].dataType, (T.IntegerType, T.LongType))
     aggs = [F.count(F.lit(1)).alias("__rows"), *(F.count(F.col(n)).alias(f"__n{i}") for i, n in enumerate(names))]
     if customer:
@@ -461,7 +453,7 @@ def inspect_transactions(
     nulls = {n: rows - int(raw[f"__n{i}"]) for i, n in enumerate(names)}
     customers = int(raw["__customers"]) if customer else None
     unit, unit_note = _timestamp_unit(source, integer_ts, raw)
-    usable = {r: n for r, n in job_columns.items() if _contract_ok(df, r, job_columns, where, unit)}
+    usable = {r: n for r, n in mapping.items() if _contract_ok(df, r, mapping, where, unit)}
 
     baskets = None
     if mapping.get("basket_id") in names:
@@ -471,10 +463,9 @@ def inspect_transactions(
         source=source, format_note=format_note, schema=schema, nulls=nulls, rows=rows, mapping=mapping,
         configured=configured, alternatives=alternatives, notes=type_mismatches(schema), customers=customers,
         baskets=baskets, max_quarantine_share=cfg.features.max_quarantine_share,
-        snippet=yaml_snippet(source, mapping, timestamp_unit=unit if integer_ts else None),
-        timestamp_unit=unit if integer_ts else None, timestamp_unit_note=unit_note,
+        snippet=yaml_snippet(source, mapping, timestamp_unit=unit), timestamp_unit=unit, timestamp_unit_note=unit_note,
     )  # fmt: skip
-    skipped = _preview_blocker(df, job_columns, where, rows, unit)
+    skipped = _preview_blocker(df, mapping, where, rows, unit)
     if skipped is not None:
         time_range = None
         if "timestamp" in usable and rows:
@@ -483,12 +474,12 @@ def inspect_transactions(
             time_range = (low, high) if low is not None else None
         return Inspection(**common, time_range=time_range, skipped=skipped)
 
-    parsed = parse_rows(canonical_columns(df, job_columns), unit)
+    parsed = parse_rows(canonical_columns(df, mapping), unit)
     as_of = cfg.features.as_of or default_as_of(parsed)
     if as_of is None:
         return Inspection(
             **common,
-            skipped=f"column '{job_columns['timestamp']}' has no parseable timestamp; the feature job would stop",
+            skipped=f"column '{mapping['timestamp']}' has no parseable timestamp; the feature job would stop",
         )
     as_of_note = "features.as_of" if cfg.features.as_of else "the day after the newest transaction (default)"
     labelled = label_rows(parsed, as_of)
@@ -545,11 +536,12 @@ def _contract_ok(df: DataFrame, role: str, columns: Mapping[str, str], where: st
     return True
 
 
-def _timestamp_unit(source: TransactionsInput, integer_ts: bool, raw) -> tuple[str | None, str]:
+def _timestamp_unit(source: TransactionsInput, integer_ts: bool, raw: Row) -> tuple[str | None, str]:
     """The configured ``timestamp_unit``, else for an integer timestamp column a guess; and a note."""
-    configured = getattr(source, "timestamp_unit", None)
-    if configured or not integer_ts:
-        return configured, "input.transactions.timestamp_unit" if configured else ""
+    if source.timestamp_unit or not integer_ts:
+        return source.timestamp_unit, "input.transactions.timestamp_unit" if source.timestamp_unit else ""
+    if raw["__ts_low"] is None:
+        return None, "every value is null"
     guessed = guess_timestamp_unit(raw["__ts_low"], raw["__ts_high"])
     if guessed is None:
         return None, (
@@ -629,8 +621,6 @@ def render(ins: Inspection) -> str:
             line = f"  {role:<15} {column:<{width}}  {origin}"
             if ins.alternatives.get(role):
                 line += f"; also possible: {', '.join(ins.alternatives[role])}"
-            if role not in known:
-                line += "; not a role of this version's config"
         elif role in REQUIRED_ROLES:
             line = (
                 f"  {role:<15} {'-':<{width}}  NOT FOUND (required): --set input.transactions.columns.{role}=<column>"
