@@ -100,3 +100,38 @@ def test_history_records_each_change_once(spark, tmp_path):
         history("c", 2, "New", "1", d(D2), None, True),
     ]
     assertDataFrameEqual(spark.read.format("delta").load(target.path), expected)
+
+
+def test_parquet_as_pandas_and_pyarrow_write_it(spark, tmp_path):
+    import decimal
+
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # pandas' defaults: naive and timezone-aware nanosecond timestamps, dates, decimals
+    naive = pd.to_datetime(["2024-01-02 10:00:00.123456789", "2024-01-03 23:59:59"], format="ISO8601")
+    pd.DataFrame(
+        {
+            "customer_id": [42, 7],
+            "ts": naive,
+            "ts_tz": naive.tz_localize("Europe/Berlin"),
+            "day": [dt.date(2024, 1, 2), dt.date(2024, 1, 3)],
+            "amount": [decimal.Decimal("12.50"), decimal.Decimal("-3.25")],
+        }
+    ).to_parquet(tmp_path / "pandas.parquet")
+    df = read_table(spark, TableConfig(path=str(tmp_path / "pandas.parquet"), format="parquet"))
+    assert dict(df.dtypes) == {"customer_id": "bigint", "ts": "timestamp", "ts_tz": "timestamp", "day": "date",
+                               "amount": "decimal(4,2)"}  # fmt: skip
+    rows = df.orderBy("ts").collect()  # the session is UTC; nanoseconds are truncated to microseconds
+    assert [r.ts for r in rows] == [dt.datetime(2024, 1, 2, 10, 0, 0, 123456), dt.datetime(2024, 1, 3, 23, 59, 59)]
+    assert [r.ts_tz for r in rows] == [dt.datetime(2024, 1, 2, 9, 0, 0, 123456), dt.datetime(2024, 1, 3, 22, 59, 59)]
+    assert rows[0].customer_id == 42  # a plain long column stays a long
+
+    # pyarrow: INT96 (old Spark, Impala, Hive) and millisecond timestamps
+    table = pa.table({"c": ["a"], "ts": pa.array([dt.datetime(2024, 1, 2, 10)], pa.timestamp("ns"))})
+    pq.write_table(table, tmp_path / "int96.parquet", use_deprecated_int96_timestamps=True)
+    pq.write_table(table.cast(pa.schema([("c", pa.string()), ("ts", pa.timestamp("ms"))])), tmp_path / "ms.parquet")
+    for name in ("int96", "ms"):
+        back = read_table(spark, TableConfig(path=str(tmp_path / f"{name}.parquet"), format="parquet")).first()
+        assert back.ts == dt.datetime(2024, 1, 2, 10), name

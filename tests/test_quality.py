@@ -5,7 +5,15 @@ import datetime as dt
 import pytest
 
 from segmentation.errors import ContractError
-from segmentation.quality import QualityReport, canonical_columns, check_contract, default_as_of, label_rows, parse_rows
+from segmentation.quality import (
+    QualityReport,
+    canonical_columns,
+    check_contract,
+    default_as_of,
+    label_rows,
+    parse_rows,
+    resolve_roles,
+)
 
 ROLES = {"customer_id": "cust", "timestamp": "ts", "amount": "amt", "transaction_id": "tid"}
 AS_OF = dt.date(2024, 1, 31)
@@ -86,3 +94,43 @@ def test_quality_report_as_dict_and_summary():
     assert metrics["dq_quarantined_duplicate_transaction_id"] == 0
     assert report.quarantined_share == pytest.approx(0.3)
     assert "after_as_of=1" in report.summary() and "null_amount=2" in report.summary()
+
+
+def test_optional_roles_at_their_default_name_are_skipped_when_absent(caplog):
+    columns = {"customer_id": "cust", "timestamp": "ts", "amount": "amt", "quantity": "quantity",
+               "category": "category", "basket_id": "order_no"}  # fmt: skip
+    with caplog.at_level("INFO", logger="segmentation.quality"):
+        kept = resolve_roles(["cust", "ts", "amt", "category"], columns, explicit={"basket_id"})
+    # quantity is absent under its default name: skipped; basket_id was named by the user: kept, so that
+    # check_contract reports it missing
+    assert kept == {"customer_id": "cust", "timestamp": "ts", "amount": "amt", "category": "category",
+                    "basket_id": "order_no"}  # fmt: skip
+    assert [r.getMessage() for r in caplog.records if "treated as absent" in r.getMessage()] == [
+        "optional role(s) quantity: no column of that name in the input, so treated as absent "
+        "(map them with input.transactions.columns.<role>)"
+    ]
+
+
+def test_integer_epoch_timestamps_need_their_unit(spark):
+    raw = spark.createDataFrame(
+        [("a", 1704189600, 1704189600123, "1704189600", "1.0")],
+        "cust STRING, s BIGINT, ms BIGINT, txt STRING, amt STRING",
+    )
+    roles = {"customer_id": "cust", "timestamp": "s", "amount": "amt"}
+    with pytest.raises(ContractError, match=r"column 's' \(role timestamp\).*holds integers.*timestamp_unit"):
+        check_contract(raw, roles, "src")
+    check_contract(raw, roles, "src", timestamp_unit="seconds")
+    expected = {
+        "s": ("seconds", dt.datetime(2024, 1, 2, 10)),
+        "ms": ("milliseconds", dt.datetime(2024, 1, 2, 10, 0, 0, 123000)),
+        "txt": ("seconds", dt.datetime(2024, 1, 2, 10)),  # a CSV export of epoch seconds
+    }
+    for column, (unit, when) in expected.items():
+        parsed = parse_rows(canonical_columns(raw, {**roles, "timestamp": column}), unit).first()
+        assert parsed.timestamp == when, column
+
+
+def test_missing_amount_is_reported_before_any_type(spark):
+    raw = spark.createDataFrame([("a", 1704189600)], "cust STRING, ts BIGINT")
+    with pytest.raises(ContractError, match=r"column 'amt' \(role amount\) is missing"):
+        check_contract(raw, {"customer_id": "cust", "timestamp": "ts", "amount": "amt"}, "src")
