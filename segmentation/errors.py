@@ -90,3 +90,11 @@ def _clean(message: str) -> str:
     if text.startswith("[") and "] " in text:
         text = text.split("] ", 1)[1]
     return text.split(" SQLSTATE:")[0].strip().rstrip(".")
+
+
+class ClvFitError(SegmentationError):
+    """A CLV model (BG/NBD, Gamma-Gamma) did not converge or gave parameters with no finite answer."""
+
+
+class TooFewRepeatCustomersError(ClvFitError):
+    """Too few customers with a repeat purchase to fit a CLV model."""
