@@ -29,7 +29,7 @@ DEV = [
     "psutil==7.2.2",  # peak memory of the benchmark's stages
 ]
 
-JOBS = ["generate_transactions", "build_features", "train_segments", "score_customers"]
+JOBS = ["generate_transactions", "build_features", "train_segments", "score_customers", "train_clv"]
 # Named for what a new user types first, not after its module.
 COMMANDS = {"segmentation-inspect": "inspect_input"}
 

@@ -383,6 +383,22 @@ class MlflowConfig(_Section):
     alias: str = "champion"
 
 
+class ClvConfig(_Section):
+    """Customer lifetime value (BG/NBD + Gamma-Gamma, segmentation.clv); durations in days."""
+
+    # Feature snapshot to fit on; None = the newest as_of in features.output.
+    as_of: dt.date | None = None
+    # lifetimes' penalizer_coef: penalizer * sum(params**2) added to the mean negative log-likelihood.
+    penalizer: float = Field(0.0, ge=0)
+    horizon_days: int = Field(365, ge=1)
+    # Discount rate per year applied to the expected purchases of the horizon.
+    annual_discount_rate: float = Field(0.1, ge=0)
+    # Days at the end of the transactions held out to validate the fit; None = no holdout.
+    holdout_days: int | None = Field(None, ge=1)
+    output: OutputConfig = Field(default_factory=lambda: OutputConfig(path="data/customer_clv"))
+    registered_model: str = "customer-clv"
+
+
 class AppConfig(_Section):
     spark: SparkConfig = Field(default_factory=SparkConfig)
     input: InputConfig = Field(default_factory=InputConfig)
@@ -392,6 +408,7 @@ class AppConfig(_Section):
     profiles: ProfilesConfig = Field(default_factory=ProfilesConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    clv: ClvConfig = Field(default_factory=ClvConfig)
 
 
 # --------------------------------------------------------------------------- loading

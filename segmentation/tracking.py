@@ -32,6 +32,7 @@ import mlflow
 import pandas as pd
 from mlflow.entities import Run
 from mlflow.models import infer_signature
+from mlflow.pyfunc import PythonModel
 from mlflow.tracking import MlflowClient
 
 from segmentation.config import MlflowConfig
@@ -50,6 +51,7 @@ __all__ = [
     "log_figure",
     "log_metrics",
     "log_params",
+    "log_clv_model",
     "log_spark_model",
     "log_table",
     "log_text",
@@ -413,3 +415,54 @@ def load_run_dict(run_id: str, artifact_file: str) -> dict[str, Any] | None:
         return mlflow.artifacts.load_dict(f"runs:/{run_id}/{artifact_file}")
     except (MlflowException, OSError):
         return None
+
+
+# --------------------------------------------------------------------------- CLV model (pyfunc)
+
+_CLV_SCORER_FILE = "clv_model.json"
+
+
+class ClvPythonModel(PythonModel):
+    """The fitted BG/NBD + Gamma-Gamma parameters as a pyfunc: scores a pandas frame (or a Spark
+    DataFrame) of frequency, recency, T (days) and monetary_value with p_alive,
+    expected_purchases, expected_avg_value and clv (see segmentation.clv)."""
+
+    def __init__(self, model: dict[str, Any]) -> None:
+        self.model = model
+
+    # No type hints on predict: MLflow would read them as a schema and warn; the signature is logged.
+    def predict(self, context, model_input, params=None):
+        from segmentation import clv
+
+        fitted = clv.ClvModel.from_dict(self.model)
+        if hasattr(model_input, "sparkSession"):  # a Spark DataFrame: score in Spark, keep its other columns
+            keys = tuple(c for c in model_input.columns if c not in clv.INPUT_COLUMNS)
+            return clv.score(model_input, fitted, keys=keys)
+        return clv.score_pandas(fitted, pd.DataFrame(model_input))
+
+
+def log_clv_model(
+    model: dict[str, Any], input_example: pd.DataFrame, output_example: pd.DataFrame, name: str = "model"
+) -> str:
+    """Log the CLV parameters (``segmentation.clv.ClvModel.as_dict()``) as a pyfunc with signature,
+    input example, pinned requirements and the ``segmentation`` package; keep the SHA-256 of the
+    logged files as the run's ``model_sha256`` tag (as :func:`log_spark_model` does). Returns the
+    ``runs:/`` URI of the model."""
+    import mlflow.pyfunc
+
+    signature = infer_signature(input_example, output_example)
+    mlflow.pyfunc.log_model(
+        name=name,
+        python_model=ClvPythonModel(model),
+        signature=signature,
+        input_example=input_example,
+        pip_requirements=[*model_pip_requirements(), f"scipy=={version('scipy')}"],
+        code_paths=[str(PACKAGE_ROOT)],
+    )
+    mlflow.log_dict(model, _CLV_SCORER_FILE)
+    uri = f"runs:/{mlflow.active_run().info.run_id}/{name}"
+    with tempfile.TemporaryDirectory() as tmp:
+        checksum = directory_checksum(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+    mlflow.set_tag(CHECKSUM_TAG, checksum)
+    log.info("logged CLV model %s (sha256 %s)", uri, checksum[:12])
+    return uri

@@ -25,7 +25,7 @@ def test_wheel_builds_with_library_jobs_and_entry_points(tmp_path):
     assert not any(n.startswith("tests/") for n in names)
     metadata = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     entry_points = zipfile.ZipFile(wheels[0]).read(metadata).decode()
-    for job in ("generate-transactions", "build-features", "train-segments", "score-customers"):
+    for job in ("generate-transactions", "build-features", "train-segments", "score-customers", "train-clv"):
         assert f"segmentation-{job} = jobs." in entry_points
     requires = zipfile.ZipFile(wheels[0]).read(metadata.replace("entry_points.txt", "METADATA")).decode()
     assert "Requires-Dist: pyspark==4.2.0" in requires and "Requires-Dist: mlflow==3.17.2" in requires
