@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from segmentation.config import load_config
-from segmentation.errors import ContractError, InputNotFoundError, QuarantineThresholdError
+from segmentation.errors import ContractError, InputNotFoundError, JoinMatchError, QuarantineThresholdError
 from segmentation.feature_pipeline import read_quality, run_feature_pipeline
 
 BASE = Path(__file__).resolve().parent.parent / "conf" / "base.yaml"
@@ -137,3 +137,149 @@ def test_missing_customers_table_fails_and_leaves_nothing_cached(spark, tmp_path
         run_feature_pipeline(spark, cfg)
     assert persisted_rdds(spark) == cached_before  # the labelled rows and the activity were unpersisted
     assert not (tmp_path / "features").exists()
+
+
+# --------------------------------------------------------------------------- files as users write them
+
+USER_ROWS = [  # customer, timestamp, amount, basket (order number), quantity
+    (42, "2024-01-02 10:00:00", 10.0, 1001, 2),
+    (42, "2024-01-02 10:00:00", 20.0, 1001, 1),
+    (42, "2024-01-02 10:05:00", -5.0, 1001, -1),  # a return inside the basket
+    (42, "2024-01-20 18:30:00", 30.0, 1002, 3),  # a one-line basket
+    (7, "2024-01-05 09:00:00", 8.0, 1003, 1),
+    (7, "2024-01-05 09:00:00", 12.0, 1003, 4),
+    (7, "2024-01-29 23:59:59", 40.0, 1004, 1),
+]
+
+
+def user_config(tmp_path, fmt, **extra):
+    sets = {
+        "input.transactions.path": tmp_path / "in", "input.transactions.format": fmt,
+        "features.as_of": "2024-01-31",
+        **{f"features.{k}.path": tmp_path / k for k in ("output", "quarantine", "quality")},
+        **extra,
+    }  # fmt: skip
+    return load_config([BASE], [f"{k}={v}" for k, v in sets.items()])
+
+
+def user_frame():
+    import pandas as pd
+
+    pdf = pd.DataFrame(USER_ROWS, columns=["customer_id", "timestamp", "amount", "basket_id", "quantity"])
+    return pdf.assign(timestamp=pd.to_datetime(pdf["timestamp"]))  # datetime64[ns], as pandas reads it
+
+
+def features_of(spark, tmp_path):
+    return spark.read.format("delta").load(str(tmp_path / "output")).drop("as_of")
+
+
+def assert_all_finite(df):
+    numeric = [c for c, t in df.dtypes if t in ("double", "bigint", "int")]
+    bad = df.where(" OR ".join(f"NOT (isnotnull(`{c}`) AND abs(`{c}`) < 1e300)" for c in numeric))
+    assert bad.count() == 0, bad.collect()
+
+
+def test_files_written_by_pandas_pyarrow_and_csv_give_the_features_spark_files_give(spark, tmp_path, caplog):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pyspark.testing import assertDataFrameEqual
+
+    pdf = user_frame()
+    spark_rows = [(c, dt.datetime.fromisoformat(t), a, b, q) for c, t, a, b, q in USER_ROWS]
+    writers = {
+        "spark": ("parquet", lambda p: spark.createDataFrame(
+            spark_rows, "customer_id BIGINT, timestamp TIMESTAMP, amount DOUBLE, basket_id BIGINT, quantity BIGINT"
+        ).write.parquet(str(p))),
+        "pandas": ("parquet", lambda p: pdf.to_parquet(p)),  # nanosecond timestamps
+        "pyarrow": ("parquet", lambda p: pq.write_table(pa.Table.from_pandas(pdf, preserve_index=False), p)),
+        "csv": ("csv", lambda p: (p.mkdir(), pdf.to_csv(p / "export.csv", index=False))),
+    }  # fmt: skip
+    results = {}
+    for name, (fmt, write) in writers.items():
+        root = tmp_path / name
+        root.mkdir()
+        write(root / "in")
+        with caplog.at_level("INFO", logger="segmentation.quality"):
+            report = run_feature_pipeline(spark, user_config(root, fmt))
+        assert (report.rows_read, report.rows_kept, report.customers) == (7, 7, 2), name
+        results[name] = features_of(spark, root).orderBy("customer_id").cache()
+        assert_all_finite(results[name])
+    # transaction_id, product_id, category and channel are absent under their default names: skipped, said once
+    assert "optional role(s) transaction_id, product_id, category, channel" in caplog.text
+    for name in ("pandas", "pyarrow", "csv"):
+        assertDataFrameEqual(results[name], results["spark"], rtol=1e-9)
+    rows = {r.customer_id: r for r in results["pandas"].collect()}
+    # 42: baskets 1001 (two purchase lines and a return) and 1002 (one line); 7: 1003 (two lines) and 1004
+    assert (rows["42"].n_purchases, rows["42"].n_baskets, rows["7"].n_baskets) == (3, 2, 2)
+    assert (rows["42"].avg_basket_value, rows["42"].avg_items_per_basket, rows["42"].avg_lines_per_basket) == (
+        30.0, 3.0, 1.5,
+    )  # fmt: skip
+    assert (rows["7"].avg_basket_value, rows["7"].avg_items_per_basket, rows["7"].avg_lines_per_basket) == (
+        30.0, 3.0, 1.5,
+    )  # fmt: skip
+    assert rows["42"].net_spend == 55.0 and rows["42"].n_purchase_days == 2
+
+
+def test_product_and_customer_joins_report_their_match_rates(spark, tmp_path, caplog):
+    import pandas as pd
+
+    pdf = user_frame().assign(product_id=[1, 2, 2, 3, 1, 99, 2])  # product 99 is not in the product table
+    pdf.to_parquet(tmp_path / "in")
+    products = {"product_id": [1, 2, 3, 4], "department": ["dairy", "bakery", "dairy", "toys"],
+                "brand": ["national", "private", "national", "national"]}  # fmt: skip
+    pd.DataFrame(products).to_parquet(tmp_path / "products")
+    # customer 7 has no row; "income" is null for every matched customer
+    pd.DataFrame({"hh": [42, 1], "age": ["45-54", "25-34"], "income": [None, "50-74K"]}).to_parquet(tmp_path / "cust")
+    cfg = user_config(tmp_path, "parquet", **{
+        "input.products.enabled": "true", "input.products.path": tmp_path / "products",
+        "input.products.format": "parquet", "input.products.category": "department",
+        "input.products.attributes": "[brand]",
+        "input.customers.enabled": "true", "input.customers.path": tmp_path / "cust",
+        "input.customers.format": "parquet", "input.customers.customer_id": "hh",
+        "input.customers.categorical": "[age, income]",
+    })  # fmt: skip
+    with caplog.at_level("INFO"):
+        report = run_feature_pipeline(spark, cfg)
+    assert report.unknown_product_lines == 1 and report.products_match_share == pytest.approx(6 / 7)
+    assert report.customers_match_share == pytest.approx(0.5)
+    assert "6 of 7 kept lines (85.71%) found their product" in caplog.text
+    assert "1 of 2 customers (50.00%) have a row" in caplog.text
+    assert "attribute(s) ['income'] are null for every matched customer; dropped" in caplog.text
+    quality = read_quality(spark, cfg, "2024-01-31")
+    assert quality["dq_products_match_share"] == pytest.approx(6 / 7) and quality["dq_unknown_product_lines"] == 1
+    assert quality["dq_customers_match_share"] == pytest.approx(0.5)
+    features = features_of(spark, tmp_path)
+    assert_all_finite(features)
+    assert not [c for c in features.columns if c.startswith("income")]
+    rows = {r.customer_id: r for r in features.collect()}
+    # 7's line of product 99 still counts (gross 60), under the category "unknown"
+    assert rows["7"].gross_spend == 60.0 and rows["7"].cat_unknown == pytest.approx(12 / 60)
+    assert rows["7"].cat_dairy == pytest.approx(8 / 60) and rows["7"].brand_unknown == pytest.approx(12 / 60)
+    assert rows["42"].cat_dairy == pytest.approx(40 / 60) and rows["42"].brand_private == pytest.approx(20 / 60)
+    assert rows["42"].n_categories == 2 and rows["7"].n_categories == 3  # returned product 2 counts too
+    assert (rows["42"].age_45_54, rows["7"].age_45_54, rows["7"].age_other) == (1.0, 0.0, 0.0)
+
+
+def test_join_below_min_match_share_names_both_keys_and_unmatched_ids(spark, tmp_path):
+    import pandas as pd
+
+    user_frame().to_parquet(tmp_path / "in")  # customer_id is BIGINT: 42, 7
+    pd.DataFrame({"cid": ["0042", "0007"], "age": [30, 40]}).to_parquet(tmp_path / "cust")  # zero-padded strings
+    cfg = user_config(tmp_path, "parquet", **{
+        "input.customers.enabled": "true", "input.customers.path": tmp_path / "cust",
+        "input.customers.format": "parquet", "input.customers.customer_id": "cid", "input.customers.numeric": "[age]",
+    })  # fmt: skip
+    with pytest.raises(JoinMatchError) as failure:
+        run_feature_pipeline(spark, cfg)
+    message = str(failure.value)
+    assert "only 0 of 2 customers (0.00%) of the transactions (column 'customer_id', bigint)" in message
+    assert f"input.customers '{tmp_path / 'cust'}' (column 'cid', string)" in message
+    assert "min_match_share=0.5" in message
+    assert "transactions without a match: 42, 7" in message or "transactions without a match: 7, 42" in message
+    assert "'0042'" in message and "'0007'" in message
+    assert not (tmp_path / "output").exists()
+    # a role the user named explicitly must exist
+    with pytest.raises(ContractError, match=r"column 'order_no' \(role basket_id\) is missing"):
+        run_feature_pipeline(
+            spark, user_config(tmp_path, "parquet", **{"input.transactions.columns.basket_id": "order_no"})
+        )
