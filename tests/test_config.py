@@ -115,3 +115,23 @@ def test_config_is_frozen():
 def test_missing_env_overlay_is_reported():
     with pytest.raises(ConfigError, match="env 'staging'"):
         default_config_files("staging", CONF)
+
+
+def test_explicit_roles_are_those_mapped_to_a_name_of_the_users_own():
+    cfg = load_config([CONF / "base.yaml"], ["input.transactions.columns.basket_id=order_no"])
+    assert cfg.input.transactions.explicit_roles == {"basket_id"}
+    assert cfg.input.transactions.columns["product_id"] == "product_id"  # the default, skipped when absent
+    assert (cfg.input.products.enabled, cfg.input.customers.min_match_share) == (False, 0.5)
+    with pytest.raises(ConfigError, match=r"input\.transactions\.timestamp_unit"):
+        load_config([], ["input.transactions.timestamp_unit=days"])
+
+
+def test_completejourney_example_layers_on_base():
+    cfg = load_config([CONF / "base.yaml", CONF / "examples" / "completejourney.yaml"])
+    columns = cfg.input.transactions.columns
+    assert (columns["customer_id"], columns["amount"], columns["basket_id"]) == (
+        "household_id",
+        "sales_value",
+        "basket_id",
+    )
+    assert cfg.input.products.enabled and cfg.input.customers.enabled
