@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -417,6 +418,11 @@ _PURCHASES = T.StructType(
 
 
 def _purchases_udf(model: ClvModel):
+    # The UDF's functions travel by value, so executors need numpy, scipy, pandas and pyarrow but
+    # not this package (a packed virtualenv has them; an executor Python without them fails here).
+    from pyspark import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
     params, horizon, rate = model.bgnbd, model.horizon_days, model.annual_discount_rate
 
     @F.pandas_udf(_PURCHASES)
