@@ -47,6 +47,10 @@ class ConcurrentWriteError(SegmentationError):
     """Another run committed to the same Delta table first; this run committed nothing to it."""
 
 
+class DeltaNotActiveError(SegmentationError):
+    """The Spark session cannot run Delta Lake's SQL: its extension, catalog or jars are missing."""
+
+
 class JoinMatchError(SegmentationError, ValueError):
     """Too few transactions' keys find their row in a joined table (customers, products): the keys
     probably differ in type or format; the message names both key columns and unmatched ids."""

@@ -15,13 +15,23 @@ import logging
 import os
 import shutil
 import subprocess
+import uuid
 
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
 from segmentation.config import SparkConfig
+from segmentation.errors import DeltaNotActiveError
 
-__all__ = ["DELTA_EXTENSION", "DELTA_CATALOG", "JavaMissingError", "check_java", "delta_maven_coordinate", "get_spark"]
+__all__ = [
+    "DELTA_EXTENSION",
+    "DELTA_CATALOG",
+    "JavaMissingError",
+    "check_delta",
+    "check_java",
+    "delta_maven_coordinate",
+    "get_spark",
+]
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +95,7 @@ def get_spark(settings: SparkConfig | None = None) -> SparkSession:
     if not submitted:
         check_java()
     builder = SparkSession.builder.appName(settings.app_name)
-    # Under spark-submit the JVM already holds the user's --conf values; read them so
-    # that extensions the user configured are kept next to Delta's.
-    existing = SparkContext.getOrCreate().getConf() if submitted else SparkConf()
+    existing = _submitted_conf() if submitted else SparkConf()
     if not submitted:
         builder = builder.master(settings.master)
         builder = builder.config("spark.driver.memory", settings.driver_memory)
@@ -105,15 +113,63 @@ def get_spark(settings: SparkConfig | None = None) -> SparkSession:
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(settings.log_level)
+    check_delta(spark)
     partitions, snapshot = size_partitions(spark, settings)
     log.info(
-        "Spark %s session started (master=%s, shuffle partitions=%d, Delta snapshot partitions=%d)",
+        "Spark %s session started (master=%s, extensions=%s, shuffle partitions=%d, Delta snapshot partitions=%d)",
         spark.version,
         spark.sparkContext.master,
+        spark.conf.get("spark.sql.extensions", ""),
         partitions,
         snapshot,
     )
     return spark
+
+
+def _submitted_conf() -> SparkConf:
+    """spark-submit's settings (``--conf`` and ``spark-defaults.conf``), read without starting a context.
+
+    spark-submit starts the JVM, puts every setting in its system properties and hands its gateway
+    to Python. Connecting to that gateway, and not starting a SparkContext, lets ``SparkConf()``
+    load them; the context then starts from them plus the builder's settings. Static SQL settings
+    such as ``spark.sql.extensions`` take effect only when the context starts with them: reading
+    the settings through ``SparkContext.getOrCreate()`` froze the context without Delta's
+    extension, and every replaceWhere, DELETE or MERGE on an existing table failed.
+    """
+    SparkContext._ensure_initialized()
+    return SparkConf()
+
+
+def check_delta(spark: SparkSession) -> None:
+    """Raise :class:`DeltaNotActiveError` unless the session parses and plans Delta's own SQL.
+
+    ``DESCRIBE HISTORY`` of a path that does not exist needs Delta's parser, and Delta's parser is
+    installed together with its analyzer rules (the ones MERGE, DELETE and replaceWhere need). With
+    the extension active, Delta answers with a ``DELTA_*`` error; without it, Spark's own parser
+    reads ``HISTORY`` as a table name, or the catalog class is missing. No Spark job runs.
+    """
+    probe = f"/segmentation-delta-check-{uuid.uuid4().hex}"
+    try:
+        spark.sql(f"DESCRIBE HISTORY delta.`{probe}`").collect()
+        return
+    except Exception as exc:  # noqa: BLE001 - any failure that is not Delta's own is the answer
+        condition = _condition(exc)
+        if condition.startswith("DELTA_"):
+            return
+        detail = condition or type(exc).__name__
+    raise DeltaNotActiveError(
+        f"Delta Lake is not active in this Spark session (DESCRIBE HISTORY failed with {detail}); "
+        f"add --packages {delta_maven_coordinate()} --conf spark.sql.extensions={DELTA_EXTENSION} "
+        f"--conf spark.sql.catalog.spark_catalog={DELTA_CATALOG} to spark-submit, or set them on the cluster"
+    )
+
+
+def _condition(exc: BaseException) -> str:
+    get = getattr(exc, "getCondition", None)
+    try:
+        return (get() if callable(get) else "") or ""
+    except Exception:  # noqa: BLE001 - a failure without an error condition
+        return ""
 
 
 def size_partitions(spark: SparkSession, settings: SparkConfig) -> tuple[int, int]:
