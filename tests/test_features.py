@@ -46,8 +46,8 @@ def features(kept):
 
 COLUMNS = [
     "customer_id", "as_of", "recency_days", "tenure_days", "n_transactions", "n_purchases", "n_baskets",
-    "n_returns", "n_purchase_days", "net_spend", "gross_spend", "avg_basket_value", "avg_items_per_basket", "mean_gap_days",
-    "std_gap_days", "frequency", "recency", "T", "monetary_value", "return_rate", "return_value_share",
+    "n_returns", "n_purchase_days", "net_spend", "gross_spend", "avg_basket_value", "avg_items_per_basket",
+    "mean_gap_days", "std_gap_days", "frequency", "recency", "T", "monetary_value", "return_rate", "return_value_share",
     "n_categories", "cat_toys", "cat_home_garden", "cat_other", "chan_web", "chan_app", "chan_other",
     "spend_recent", "spend_previous", "trend", "churn_ratio", "churned",
 ]  # fmt: skip

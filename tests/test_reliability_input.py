@@ -61,10 +61,20 @@ def malformed_csv(spark, root):
     (root / "tx.csv").write_text("\n".join(lines) + "\n")
 
 
+def pandas_file_without_amount(spark, root):
+    # pandas' defaults: nanosecond timestamps, which Spark alone cannot read; the missing column must show
+    import pandas as pd
+
+    root.mkdir()
+    frame = pd.DataFrame([r[:3] for r in GOOD], columns=["transaction_id", "customer_id", "timestamp"])
+    frame.assign(timestamp=pd.to_datetime(frame["timestamp"])).to_parquet(root / "export.parquet")
+
+
 CASES = {
     "missing column": (lambda spark, root: parquet(spark, root, [r[:3] for r in GOOD],
                                                    "transaction_id STRING, customer_id STRING, timestamp STRING"),
                        "parquet", ["column 'amount' (role amount) is missing", "in'"]),
+    "pandas file without amount": (pandas_file_without_amount, "parquet", ["column 'amount' (role amount) is missing"]),
     "mistyped column": (lambda spark, root: parquet(spark, root, [(*r[:3], True) for r in GOOD],
                                                     "transaction_id STRING, customer_id STRING, timestamp STRING, "
                                                     "amount BOOLEAN"),
