@@ -18,6 +18,10 @@ segments and one for the whole base, and only k rows reach the driver.
   expected to spend nothing. It is a planning number, not a fitted CLV model; the
   feature table carries a lifetimes-compatible summary (``frequency``, ``recency``,
   ``T``, ``monetary_value``) for users who want BG/NBD and Gamma-Gamma;
+* ``p_alive_mean``, ``expected_purchases_mean``, ``clv_total``, ``clv_mean``: only when the
+  customers carry the CLV job's values (``segmentation.clv``: BG/NBD probability alive, expected
+  purchases and discounted CLV over ``clv.horizon_days``); the fitted answer to "who is slipping
+  away" and "what is it worth" beside the two rules above;
 * for every profiled feature ``f``: ``mean_f``, ``median_f`` (approximate, relative
   error 1%) and ``z_f = (segment mean - base mean) / base standard deviation`` (0 for
   a constant feature). Customer attributes (``age``, ``income``, ``region_*``) are
@@ -45,12 +49,17 @@ __all__ = [
 ]  # fmt: skip
 
 _KEYS = {"customer_id", "as_of", "segment", "cluster", "prediction", "probability", "model_version"}
+# Per-customer values of the CLV job (clv.output), joined on when the snapshot has them; summarised
+# as their own profile columns rather than profiled like a feature.
+CLV_COLUMNS = ("p_alive", "expected_purchases", "expected_avg_value", "clv")
+CLV_PROFILE_COLUMNS = ("p_alive_mean", "expected_purchases_mean", "clv_total", "clv_mean")
 MIN_TENURE_DAYS = 30
 
 
 def profile_columns(df: DataFrame) -> list[str]:
     """Every numeric column of a feature table but the keys, in table order."""
-    return [f.name for f in df.schema.fields if isinstance(f.dataType, NUMERIC_TYPES) and f.name not in _KEYS]
+    skip = _KEYS | set(CLV_COLUMNS)
+    return [f.name for f in df.schema.fields if isinstance(f.dataType, NUMERIC_TYPES) and f.name not in skip]
 
 
 def category_columns(columns: Sequence[str]) -> list[str]:
@@ -76,12 +85,24 @@ def segment_profile(
     spend = F.col("net_spend").cast("double") if "net_spend" in has else F.lit(0.0)
     churn = F.col("churned").cast("double") if "churned" in has else F.lit(None).cast("double")
     forward = _forward_value(horizon_days) if {"net_spend", "tenure_days"} <= has else F.lit(None).cast("double")
+    with_clv = set(CLV_COLUMNS) <= has
     per_customer = df.select(
         F.col(segment_col).alias("segment"),
         spend.alias("_spend"),
         churn.alias("_churn"),
         forward.alias("_forward"),
+        *[F.col(c).cast("double").alias(f"_{c}") for c in (CLV_COLUMNS if with_clv else ())],
         *[F.col(c).cast("double").alias(c) for c in cols],
+    )
+    clv_aggs = (
+        [
+            F.avg("_p_alive").alias("p_alive_mean"),
+            F.avg("_expected_purchases").alias("expected_purchases_mean"),
+            F.sum("_clv").alias("clv_total"),
+            F.avg("_clv").alias("clv_mean"),
+        ]
+        if with_clv
+        else []
     )
     base = per_customer.agg(
         *[F.avg(c).alias(f"base_mean_{c}") for c in cols],
@@ -95,6 +116,7 @@ def segment_profile(
         F.avg("_churn").alias("churn_rate"),
         F.avg("_spend").alias("historical_value"),
         F.avg("_forward").alias("forward_value"),
+        *clv_aggs,
         *[F.avg(c).alias(f"mean_{c}") for c in cols],
         *[F.percentile_approx(c, 0.5, 100).cast("double").alias(f"median_{c}") for c in cols],
     )
@@ -113,6 +135,7 @@ def segment_profile(
         "churn_rate",
         "historical_value",
         "forward_value",
+        *(CLV_PROFILE_COLUMNS if with_clv else ()),
         *[f"mean_{c}" for c in cols],
         *[f"median_{c}" for c in cols],
         *[z(c).alias(f"z_{c}") for c in cols],

@@ -108,8 +108,11 @@ customers</p></header>
  <div class="kpi">customers<b>{{ "{:,}".format(s.customers) }}</b>{{ "%.1f"|format(100 * s.customer_share) }}%</div>
  <div class="kpi">revenue share<b>{{ "%.1f"|format(100 * s.revenue_share) }}%</b></div>
  <div class="kpi">value / customer<b>{{ s.historical }}</b>next {{ horizon }} d: {{ s.forward }}</div>
- <div class="kpi">churn rate<b>{{ s.churn }}</b></div>
-</div>
+{% if s.clv %} <div class="kpi">alive (BG/NBD)<b>{{ s.p_alive }}</b>mean P(alive)</div>
+ <div class="kpi">CLV / customer<b>{{ s.clv_mean }}</b>total {{ s.clv_total }} · {{ s.expected_purchases }} purchases
+expected</div>
+{% else %} <div class="kpi">churn rate<b>{{ s.churn }}</b></div>
+{% endif %}</div>
 <h4>Who is in it</h4>{% if s.rules %}<table><tr><th>rule</th><th>customers</th><th>precision</th><th>recall</th></tr>
 {% for rule in s.rules %}<tr><td><code>{{ rule.rule }}</code></td><td>{{ rule.coverage }}</td>
 <td>{{ "%.0f"|format(100 * rule.precision) }}%</td><td>{{ "%.0f"|format(100 * rule.recall) }}%</td></tr>
@@ -126,6 +129,14 @@ features.</p>{% endif %}
 
 def _money(value: Any) -> str:
     return "n/a" if value is None or pd.isna(value) else f"{float(value):,.0f}"
+
+
+def _percent(value: Any) -> str:
+    return "n/a" if value is None or pd.isna(value) else f"{100 * float(value):.0f}%"
+
+
+def _number(value: Any) -> str:
+    return "n/a" if value is None or pd.isna(value) else f"{float(value):,.1f}"
 
 
 def render_report(r: SegmentReport, horizon_days: int = 365) -> str:
@@ -151,6 +162,12 @@ def render_report(r: SegmentReport, horizon_days: int = 365) -> str:
                 "historical": _money(row.get("historical_value")),
                 "forward": _money(row.get("forward_value")),
                 "churn": "n/a" if churn is None or pd.isna(churn) else f"{100 * float(churn):.0f}%",
+                # Where the CLV job scored the snapshot, the fitted P(alive) replaces the gap rule's churn rate.
+                "clv": not pd.isna(row.get("p_alive_mean", float("nan"))),
+                "p_alive": _percent(row.get("p_alive_mean")),
+                "clv_mean": _money(row.get("clv_mean")),
+                "clv_total": _money(row.get("clv_total")),
+                "expected_purchases": _number(row.get("expected_purchases_mean")),
                 "rules": r.rules.get(s, [])[:3],
                 "separating": r.separating.get(s, []),
                 "recommendations": r.recommendations.get(s, []),

@@ -45,7 +45,7 @@ from segmentation.io import delta_version, read_table, table_exists, write_table
 from segmentation.models import build_estimator, param_record
 from segmentation.monitoring import drift_report, migration_matrix
 from segmentation.preprocessing import drop_degenerate_columns, fit_preprocessing, resolve_feature_columns
-from segmentation.profiles import SegmentDescription, describe_segments
+from segmentation.profiles import CLV_COLUMNS, SegmentDescription, describe_segments
 from segmentation.report import SegmentReport, render_report
 from segmentation.selection import Choice, choose, stability_needed
 
@@ -288,7 +288,7 @@ def run_training(spark: SparkSession, cfg: AppConfig, quality: dict[str, float] 
         )
         pcfg = cfg.profiles
         description = describe_segments(
-            raw,
+            _with_clv(spark, cfg, raw, as_of),
             feature_cols,
             names={**identity.names, **pcfg.names},  # kept segments keep their name; config wins
             rule_depth=pcfg.rule_depth,
@@ -374,6 +374,18 @@ def run_training(spark: SparkSession, cfg: AppConfig, quality: dict[str, float] 
         )
 
 
+def _with_clv(spark: SparkSession, cfg: AppConfig, raw: DataFrame, as_of: str) -> DataFrame:
+    """``raw`` with the CLV job's values of the snapshot (clv.output) joined on, when it has scored it."""
+    target = cfg.clv.output
+    if not table_exists(spark, target):
+        return raw
+    values = read_table(spark, target).where(F.col("as_of") == F.lit(as_of)).select("customer_id", *CLV_COLUMNS)
+    if not values.limit(1).collect():
+        return raw
+    log.info("segment profiles show the CLV values of %s for as_of %s", target.location, as_of)
+    return raw.join(values, "customer_id", how="left")
+
+
 def _write_profiles(
     spark: SparkSession,
     cfg: AppConfig,
@@ -386,8 +398,9 @@ def _write_profiles(
     pcfg = cfg.profiles
     table = description.profile.assign(model_version=model_version)
     frame = spark.createDataFrame(table).withColumn("as_of", F.lit(as_of).cast("date"))
+    # mergeSchema: the CLV columns appear once the CLV job has scored a snapshot.
     write_table(frame, pcfg.output, partition_by=["as_of"], replace_where={"as_of": as_of, "model_version":
-                model_version})  # fmt: skip
+                model_version}, merge_schema=True)  # fmt: skip
     html = render_report(
         SegmentReport(
             title="Customer segments",
