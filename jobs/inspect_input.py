@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from segmentation.cli import config_from_args, job_parser, parse, run_job
-from segmentation.inspect import inspect_transactions, render, resolve_source
+from segmentation.inspection import inspect_transactions, render, resolve_source
 from segmentation.spark import get_spark
 
 

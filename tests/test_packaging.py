@@ -25,7 +25,11 @@ def test_wheel_builds_with_library_jobs_and_entry_points(tmp_path):
     assert not any(n.startswith("tests/") for n in names)
     metadata = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     entry_points = zipfile.ZipFile(wheels[0]).read(metadata).decode()
-    for job in ("generate-transactions", "build-features", "train-segments", "score-customers", "train-clv"):
-        assert f"segmentation-{job} = jobs." in entry_points
+    # Every job is a console script: segmentation-<job>, and the first-contact command by its own name.
+    scripts = {f"segmentation-{p.stem.replace('_', '-')}": p.stem for p in (PROJECT / "jobs").glob("[!_]*.py")}
+    scripts.pop("segmentation-inspect-input")
+    scripts["segmentation-inspect"] = "inspect_input"
+    for name, job in scripts.items():
+        assert f"{name} = jobs.{job}:main" in entry_points
     requires = zipfile.ZipFile(wheels[0]).read(metadata.replace("entry_points.txt", "METADATA")).decode()
     assert "Requires-Dist: pyspark==4.2.0" in requires and "Requires-Dist: mlflow==3.17.2" in requires

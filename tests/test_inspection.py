@@ -12,7 +12,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from jobs.inspect_input import main
 from segmentation.config import AppConfig, TableConfig, TransactionsInput, load_config
-from segmentation.inspect import (
+from segmentation.inspection import (
     basket_size_distribution,
     basket_sizes,
     configured_roles,
@@ -312,7 +312,7 @@ def test_complete_journey_is_mapped_and_its_snippet_loads(spark, tmp_path, compl
 
 
 def test_integer_timestamps_get_a_unit_from_their_size():
-    from segmentation.inspect import guess_timestamp_unit
+    from segmentation.inspection import guess_timestamp_unit
 
     assert guess_timestamp_unit(1_700_000_000, 1_710_000_000) == "seconds"
     assert guess_timestamp_unit(1_700_000_000_000, 1_710_000_000_000) == "milliseconds"
