@@ -1,5 +1,5 @@
 """The jobs on a real Spark standalone cluster: a master and a worker on loopback, started from the
-installed Spark, and every job submitted with ``spark-submit --master spark://...``.
+installed Spark, and every job submitted with ``spark-submit --master spark://...``, twice.
 
 This proves the jobs do not rely on local mode: the driver is spark-submit's, the executors run
 in the worker's JVM, and Delta comes from ``--packages`` (served from Ivy's cache after the first
@@ -16,15 +16,22 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pyspark
 import pytest
 from conftest import free_port, stop_process_group
 from mlflow.tracking import MlflowClient
+from spark_submit import (
+    JOBS,
+    SPARK_BIN,
+    default_command,
+    delta_operations,
+    delta_tables,
+    readme_command,
+    retrained,
+    stderr_lines,
+    submit,
+)
 
 from segmentation.spark import delta_maven_coordinate
-
-SPARK_BIN = Path(pyspark.__file__).parent / "bin"
-PROJECT = Path(__file__).resolve().parent.parent
 
 
 def _start(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
@@ -70,62 +77,46 @@ def cluster(tmp_path_factory):
         stop_process_group(master)
 
 
-def _submit(cluster, job: str, *sets: str) -> subprocess.CompletedProcess:
-    url, _, root, env = cluster
-    command = [
-        str(SPARK_BIN / "spark-submit"), "--master", url, "--packages", delta_maven_coordinate(),
-        "--driver-memory", "1g", "--conf", "spark.executor.memory=1g", "--conf", "spark.cores.max=1",
-        "--conf", f"spark.pyspark.python={sys.executable}", "--conf", "spark.ui.enabled=false",
-        str(PROJECT / "jobs" / f"{job}.py"), "--config", str(PROJECT / "conf" / "base.yaml"),
-        *[x for s in sets for x in ("--set", s)],
-    ]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=root, timeout=900)
+RESOURCES = ["--driver-memory", "1g", "--conf", "spark.executor.memory=1g", "--conf", "spark.cores.max=1",
+             "--conf", f"spark.pyspark.python={sys.executable}", "--conf", "spark.ui.enabled=false"]  # fmt: skip
 
 
-def test_every_job_runs_on_a_standalone_cluster(spark, cluster):
-    url, ui_port, root, _ = cluster
+def test_every_job_runs_and_reruns_over_its_own_tables_on_a_standalone_cluster(spark, cluster):
+    """Round one: the README's spark-submit lines. Round two: the default configuration, over the
+    tables round one wrote, as a nightly rerun does: each job replaces its snapshot, deletes or
+    merges. Before the session factory was fixed, round two stopped in the feature job with a
+    ClassCastException (Delta's extension was configured but not active)."""
+    url, ui_port, root, env = cluster
     data = root / "data"
-    common = [
-        f"input.transactions.path={data / 'tx'}", f"input.customers.path={data / 'customers'}",
-        f"generator.transactions.path={data / 'tx'}", f"generator.customers.path={data / 'customers'}",
-        f"generator.ground_truth.path={data / 'truth'}", f"features.output.path={data / 'features'}",
-        f"features.quarantine.path={data / 'quarantine'}", f"features.quality.path={data / 'quality'}",
-        f"training.assignments.path={data / 'assignments'}", f"profiles.output.path={data / 'profiles'}",
-        f"profiles.report_dir={root / 'reports'}", f"scoring.current.path={data / 'current'}",
-        f"scoring.history.path={data / 'history'}", f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}",
-        f"mlflow.artifact_location={root / 'artifacts'}", "mlflow.experiment=cluster-runs",
-    ]  # fmt: skip
-    steps = [
-        ("generate_transactions", ["generator.n_transactions=20000", "generator.n_customers=800"]),
-        ("build_features", []),
-        ("train_segments", ["training.algorithms=[kmeans]", "training.k_min=2", "training.k_max=4"]),
-        ("score_customers", []),
-    ]
-    for job, extra in steps:
-        done = _submit(cluster, job, *common, *extra)
-        assert done.returncode == 0, f"{job} failed on the cluster:\n{done.stderr[-3000:]}"
+    for job in JOBS:
+        submit(readme_command(job, url, root, RESOURCES), root, env)
+    first = delta_tables(spark, data)
+    assert first["features"] and first["segments_current"] and first["segment_assignments@1"]
+
+    for job in JOBS:
+        submit(default_command(job, url, delta_maven_coordinate(), RESOURCES), root, env)
+    assert delta_tables(spark, data) == retrained(first)  # each snapshot replaced, nothing appended twice
+    assert delta_operations(spark, data, "features").count("WRITE") == 2
+    assert "MERGE" in delta_operations(spark, data, "segments_current")[1:]
 
     state = _master_state(ui_port)
     finished = [app for app in state["completedapps"] if app["state"] == "FINISHED"]
-    assert len(finished) >= len(steps)  # each job was an application of this master, not local mode
-    features = spark.read.format("delta").load(str(data / "features"))
-    current = spark.read.format("delta").load(str(data / "current"))
-    assert features.count() == current.count() > 700
+    assert len(finished) >= 2 * len(JOBS)  # each job was an application of this master, not local mode
     client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("cluster-runs")
-    runs = client.search_runs([experiment.experiment_id], "tags.job = 'train_segments'")
-    parent = [r for r in runs if r.data.tags.get("role") == "parent"]
-    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
-    assert client.get_model_version_by_alias("customer-segments", "champion").run_id == parent[0].info.run_id
+    versions = client.search_model_versions("name = 'customer-segments'")
+    assert sorted(int(v.version) for v in versions) == [1, 2]
+    assert int(client.get_model_version_by_alias("customer-segments", "champion").version) == 1  # promote: auto
 
 
 def test_a_failed_job_exits_non_zero_with_one_line_on_stderr(cluster):
-    _, _, root, _ = cluster
-    done = _submit(cluster, "build_features", f"input.transactions.path={root / 'nowhere'}",
-                   f"features.output.path={root / 'never'}")  # fmt: skip
+    url, _, root, env = cluster
+    command = default_command("build_features", url, delta_maven_coordinate(), RESOURCES)
+    command += ["--set", f"input.transactions.path={root / 'nowhere'}"]
+    command += ["--set", f"features.output.path={root / 'never'}"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=root, timeout=900)
     assert done.returncode == 2
     # spark-submit merges Python's stderr into its stdout; the job also writes the line to the JVM's
     # stderr. Spark's own asynchronous log lines may follow it, so the contract is one prefixed line.
-    ours = [line for line in done.stderr.splitlines() if line.startswith("build_features: error: ")]
+    ours = stderr_lines(done, "^build_features: error: ")
     assert len(ours) == 1 and "nowhere" in ours[0], done.stderr[-3000:]
     assert not (root / "never").exists()
