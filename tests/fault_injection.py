@@ -38,7 +38,7 @@ def fail_once(stage: str, markers: str):
 def install(markers: str, features_output) -> None:
     parse_rows, write_table = feature_pipeline.parse_rows, feature_pipeline.write_table
     in_scan, in_write = fail_once("scan", markers), fail_once("write", markers)
-    feature_pipeline.parse_rows = lambda df: parse_rows(in_scan(df))
+    feature_pipeline.parse_rows = lambda df, *args: parse_rows(in_scan(df), *args)
 
     def flaky_write(df, target, *args, **kwargs):
         return write_table(in_write(df) if target == features_output else df, target, *args, **kwargs)
