@@ -67,7 +67,7 @@ def from_spark_failure(exc: BaseException) -> SegmentationError | None:
     throwable = getattr(exc, "java_exception", None) or getattr(exc, "_origin", None)
     seen = 0
     while throwable is not None and seen < 20:
-        condition = _call(throwable, "getCondition") or ""
+        condition = error_condition(throwable)
         if condition.startswith("FAILED_READ_FILE"):
             message = _clean(_call(throwable, "getMessage") or condition)
             root = throwable
@@ -79,6 +79,11 @@ def from_spark_failure(exc: BaseException) -> SegmentationError | None:
         throwable = _call(throwable, "getCause")
         seen += 1
     return None
+
+
+def error_condition(exc: object) -> str:
+    """Spark's error condition (``DELTA_TABLE_ONLY_OPERATION``...) of a Python or Java exception, or ''."""
+    return _call(exc, "getCondition") or ""
 
 
 def _call(obj: object, method: str):

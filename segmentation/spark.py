@@ -21,7 +21,7 @@ from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
 from segmentation.config import SparkConfig
-from segmentation.errors import DeltaNotActiveError
+from segmentation.errors import DeltaNotActiveError, error_condition
 
 __all__ = [
     "DELTA_EXTENSION",
@@ -153,7 +153,7 @@ def check_delta(spark: SparkSession) -> None:
         spark.sql(f"DESCRIBE HISTORY delta.`{probe}`").collect()
         return
     except Exception as exc:  # noqa: BLE001 - any failure that is not Delta's own is the answer
-        condition = _condition(exc)
+        condition = error_condition(exc)
         if condition.startswith("DELTA_"):
             return
         detail = condition or type(exc).__name__
@@ -162,14 +162,6 @@ def check_delta(spark: SparkSession) -> None:
         f"add --packages {delta_maven_coordinate()} --conf spark.sql.extensions={DELTA_EXTENSION} "
         f"--conf spark.sql.catalog.spark_catalog={DELTA_CATALOG} to spark-submit, or set them on the cluster"
     )
-
-
-def _condition(exc: BaseException) -> str:
-    get = getattr(exc, "getCondition", None)
-    try:
-        return (get() if callable(get) else "") or ""
-    except Exception:  # noqa: BLE001 - a failure without an error condition
-        return ""
 
 
 def size_partitions(spark: SparkSession, settings: SparkConfig) -> tuple[int, int]:
