@@ -59,9 +59,7 @@ from segmentation.config import (
 from segmentation.errors import ContractError
 from segmentation.io import CORRUPT_RECORD, read_table, table_exists
 from segmentation.quality import (
-    _ALLOWED as CONTRACT_TYPES,  # the contract's accepted types per role: a guess must pass check_contract
-)
-from segmentation.quality import (
+    CONTRACT_TYPES,  # the accepted types per role: a guess must pass check_contract
     QUARANTINE_REASONS,
     QualityReport,
     canonical_columns,

@@ -33,6 +33,7 @@ from segmentation.errors import ContractError
 from segmentation.io import CORRUPT_RECORD
 
 __all__ = [
+    "CONTRACT_TYPES",
     "QUARANTINE_REASONS",
     "QualityReport",
     "canonical_columns",
@@ -58,7 +59,7 @@ QUARANTINE_REASONS = (
 )
 
 _INTEGERS = (T.IntegerType, T.LongType)
-_ALLOWED = {
+CONTRACT_TYPES = {
     "customer_id": (T.StringType, T.IntegerType, T.LongType, T.ShortType, T.ByteType),
     "timestamp": (T.TimestampType, T.TimestampNTZType, T.DateType, T.StringType, *_INTEGERS),
     "amount": (T.DoubleType, T.FloatType, T.DecimalType, T.IntegerType, T.LongType, T.ShortType, T.StringType),
@@ -179,7 +180,7 @@ def check_contract(df: DataFrame, columns: Mapping[str, str], source: str, times
                 f"column '{name}' (role timestamp) in {source} holds integers ({types[name].simpleString()}); "
                 "if they are epoch times, set input.transactions.timestamp_unit to seconds or milliseconds"
             )
-        if not isinstance(types[name], _ALLOWED[role]):
+        if not isinstance(types[name], CONTRACT_TYPES[role]):
             raise ContractError(
                 f"column '{name}' (role {role}) in {source} has type {types[name].simpleString()}, "
                 f"expected {_EXPECTED[role]}"
