@@ -28,6 +28,7 @@ install: check-java $(STAMP)
 demo: install
 	$(BIN)/python jobs/generate_transactions.py --set generator.n_transactions=$(N_TRANSACTIONS)
 	$(BIN)/python jobs/build_features.py --set input.customers.enabled=true
+	$(BIN)/python jobs/train_clv.py
 	$(BIN)/python jobs/train_segments.py
 	$(BIN)/python jobs/score_customers.py
 	@echo ""
@@ -36,8 +37,9 @@ demo: install
 	@echo "  features      data/features        quarantine  data/features_quarantine   quality  data/features_quality"
 	@echo "  segments      data/segment_assignments   profiles  data/segment_profiles"
 	@echo "  scoring       data/segments_current      history   data/segments_history"
+	@echo "  CLV           data/customer_clv (P(alive), expected purchases, CLV; also in segments_current)"
 	@echo "Segment report: reports/segment_report_<as_of>_<model version>.html (also on the training run in MLflow)"
-	@echo "MLflow runs: mlflow.db (artifacts in ./mlartifacts); registered model customer-segments@champion"
+	@echo "MLflow runs: mlflow.db (artifacts in ./mlartifacts); registered models customer-segments@champion, customer-clv@champion"
 	@echo "Compare the runs in the MLflow UI (localhost only):"
 	@echo "  $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000"
 

@@ -371,6 +371,9 @@ class ScoringConfig(_Section):
     psi_threshold: float = Field(0.25, gt=0)
     # Largest absolute change of one segment's customer share before retraining is recommended.
     share_shift_threshold: float = Field(0.10, gt=0, le=1)
+    # Carry the CLV job's values (clv.output) of the newest CLV snapshot on or before the scored one
+    # into the current table: clv_as_of, p_alive, expected_purchases, expected_avg_value, clv.
+    attach_clv: bool = True
 
 
 class MlflowConfig(_Section):

@@ -236,6 +236,12 @@ CURRENT_COLUMNS = (
     "as_of", "segment_since", "active", "missing_since",
 )  # fmt: skip
 HISTORY_COLUMNS = ("customer_id", "segment", "segment_name", "model_version", "valid_from", "valid_to", "is_current")
+# The CLV job's latest values, carried by the current table when the scoring job attaches them
+# (scoring.attach_clv); nullable columns a table written before them gains on the first such MERGE.
+CLV_CURRENT_COLUMNS = {
+    "clv_as_of": "DATE", "p_alive": "DOUBLE", "expected_purchases": "DOUBLE", "expected_avg_value": "DOUBLE",
+    "clv": "DOUBLE",
+}  # fmt: skip
 
 
 def _delta_table(spark: SparkSession, target: OutputConfig) -> DeltaTable:
@@ -245,17 +251,22 @@ def _delta_table(spark: SparkSession, target: OutputConfig) -> DeltaTable:
 def merge_current_assignments(spark: SparkSession, scored: DataFrame, target: OutputConfig, as_of: str) -> None:
     """Upsert one row per customer into the current-assignments Delta table.
 
-    ``scored`` has customer_id, segment, segment_name, probability, model_version.
+    ``scored`` has customer_id, segment, segment_name, probability, model_version, and
+    optionally every column of :data:`CLV_CURRENT_COLUMNS`.
     A changed segment or model version moves ``segment_since`` to ``as_of``; an
-    unchanged one only refreshes ``as_of``; a customer missing from ``scored`` is
-    kept, flagged ``active = false`` with ``missing_since``. Rerunning the same
-    snapshot changes no row. One MERGE, so one atomic commit.
+    unchanged one only refreshes ``as_of`` (and the CLV values); a customer missing from
+    ``scored`` is kept, flagged ``active = false`` with ``missing_since``. Rerunning the same
+    snapshot changes no row. One MERGE, so one atomic commit (a table without the CLV
+    columns first gains them, nullable, in one ``ALTER TABLE`` commit that a rerun skips).
     """
     if target.format != "delta":
         raise ValueError(f"assignments table {target.location} must be Delta (MERGE needs it)")
+    clv = [c for c in CLV_CURRENT_COLUMNS if c in scored.columns]
+    if clv and len(clv) != len(CLV_CURRENT_COLUMNS):
+        raise ValueError(f"scored assignments carry only some CLV columns: {clv}")
     staged = scored.select(
         "customer_id", "segment", "segment_name", "probability", "model_version",
-        F.lit(as_of).cast("date").alias("as_of"),
+        F.lit(as_of).cast("date").alias("as_of"), *clv,
     )  # fmt: skip
     if not table_exists(spark, target):
         initial = staged.select(
@@ -264,26 +275,32 @@ def merge_current_assignments(spark: SparkSession, scored: DataFrame, target: Ou
             F.lit(True).alias("active"),
             F.lit(None).cast("date").alias("missing_since"),
         )
-        write_table(initial.select(*CURRENT_COLUMNS), target)
+        write_table(initial.select(*CURRENT_COLUMNS, *clv), target)
         return
+    table = _delta_table(spark, target)
+    absent = [c for c in clv if c not in table.toDF().columns]
+    if absent:
+        columns = ", ".join(f"`{c}` {CLV_CURRENT_COLUMNS[c]}" for c in absent)
+        with committing(target):
+            spark.sql(f"ALTER TABLE {_sql_name(target)} ADD COLUMNS ({columns})")
+        log.info("added the CLV columns %s to %s", absent, target.location)
+        table = _delta_table(spark, target)  # the handle read before ALTER keeps the old schema
     changed = "t.segment <> s.segment OR t.model_version <> s.model_version OR NOT t.active"
+    refreshed = ("as_of", "probability", "segment_name", *clv)
     # A new or changed assignment starts its segment_since at this snapshot.
     new_assignment = {
-        **{c: f"s.{c}" for c in ("segment", "segment_name", "probability", "model_version", "as_of")},
+        **{c: f"s.{c}" for c in ("segment", "segment_name", "probability", "model_version", "as_of", *clv)},
         "segment_since": "s.as_of",
         "active": "true",
         "missing_since": "CAST(NULL AS DATE)",
     }
     merge = (
-        _delta_table(spark, target)
-        .alias("t")
+        table.alias("t")
         .merge(staged.alias("s"), "t.customer_id = s.customer_id")
         .whenMatchedUpdate(condition=changed, set=new_assignment)
         .whenMatchedUpdate(
-            condition=(
-                "t.as_of <> s.as_of OR NOT (t.probability <=> s.probability) OR NOT (t.segment_name <=> s.segment_name)"
-            ),
-            set={"as_of": "s.as_of", "probability": "s.probability", "segment_name": "s.segment_name"},
+            condition=" OR ".join(f"NOT (t.{c} <=> s.{c})" for c in refreshed),
+            set={c: f"s.{c}" for c in refreshed},
         )
         .whenNotMatchedInsert(values={"customer_id": "s.customer_id", **new_assignment})
         .whenNotMatchedBySourceUpdate(condition="t.active", set={"active": "false", "missing_since": f"DATE'{as_of}'"})
@@ -291,6 +308,11 @@ def merge_current_assignments(spark: SparkSession, scored: DataFrame, target: Ou
     with committing(target):
         merge.execute()
     log.info("merged %s assignments into %s", as_of, target.location)
+
+
+def _sql_name(target: OutputConfig) -> str:
+    """The table in SQL: its catalog name, or ``delta.`<path>``` for a path."""
+    return target.table or f"delta.`{target.path}`"
 
 
 def merge_assignment_history(spark: SparkSession, scored: DataFrame, target: OutputConfig, as_of: str) -> None:

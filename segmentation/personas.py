@@ -4,6 +4,10 @@ Inputs are the segment profile's z-scores (segment mean against the whole base, 
 standard deviations) of five behaviours, with recency turned so that higher is
 better (``r = -z_recency_days``): ``f = z_n_purchases``, ``m = z_net_spend``,
 ``b = z_avg_basket_value`` and ``t = z_tenure_days``. A missing column counts as 0.
+Where the profile carries the CLV model's P(alive) (``z_p_alive``, see
+:mod:`segmentation.profiles`), ``r = z_p_alive``: "still buying" is then the BG/NBD
+probability that the customers are alive, which weighs the last purchase's age against
+each customer's own purchase rate, instead of the age alone.
 
 Each persona has a fit score, a linear function of those five numbers (the table
 ``PERSONAS``, after the classic RFM segment grid). Names are given by optimal
@@ -59,7 +63,10 @@ _SIGNS = np.array([-1.0, 1.0, 1.0, 1.0, 1.0])
 def _position(profile: pd.DataFrame) -> np.ndarray:
     """segments x 5 matrix of (r, f, m, b, t)."""
     z = np.column_stack([profile[c].to_numpy(float) if c in profile else np.zeros(len(profile)) for c in _Z_COLUMNS])
-    return np.nan_to_num(z) * _SIGNS
+    position = np.nan_to_num(z) * _SIGNS
+    if "z_p_alive" in profile:
+        position[:, 0] = np.nan_to_num(profile["z_p_alive"].to_numpy(float))
+    return position
 
 
 def assign_personas(profile: pd.DataFrame, overrides: Mapping[int, str] | None = None) -> dict[int, str]:
@@ -110,6 +117,10 @@ def describe(row: Mapping[str, float], name: str) -> str:
         facts.append(f"{get('mean_n_purchases'):.1f} purchases")
     if get("median_recency_days") is not None:
         facts.append(f"last one {get('median_recency_days'):.0f} days ago (median)")
+    if get("p_alive_mean") is not None:
+        facts.append(f"{100 * get('p_alive_mean'):.0f}% likely still active (BG/NBD)")
+    if get("clv_mean") is not None:
+        facts.append(f"CLV {get('clv_mean'):,.0f} per customer")
     if get("historical_value") is not None:
         facts.append(f"{get('historical_value'):,.0f} spent on average")
     share = get("customer_share"), get("revenue_share")

@@ -9,7 +9,9 @@ Order of work, chosen so that a failure leaves no partial output:
    and check it has every input column of the model's signature, with a numeric type:
    anything else stops with :class:`~segmentation.errors.ModelMismatchError` before
    any write;
-3. score once, persisted, so every later step sees the same assignments;
+3. score once, persisted, so every later step sees the same assignments; with
+   ``scoring.attach_clv``, the CLV job's values of the newest CLV snapshot on or before
+   this one (``clv.output``) are joined on, so the current table carries them;
 4. migration (previous current table vs these assignments) and drift (the model's
    training snapshot vs this one) are computed before the writes, from the tables
    as they were;
@@ -36,6 +38,7 @@ from segmentation.errors import ContractError, ModelMismatchError
 from segmentation.feature_pipeline import run_feature_pipeline
 from segmentation.identity import IdentityMapping
 from segmentation.io import (
+    CLV_CURRENT_COLUMNS,
     merge_assignment_history,
     merge_current_assignments,
     read_table,
@@ -45,7 +48,7 @@ from segmentation.monitoring import DriftReport, drift_report, migration_matrix
 from segmentation.preprocessing import NUMERIC_TYPES
 from segmentation.training_pipeline import IDENTITY_ARTIFACT, training_reference
 
-__all__ = ["ScoringResult", "check_schema", "run_scoring", "score"]
+__all__ = ["ScoringResult", "check_schema", "latest_clv", "run_scoring", "score"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,7 @@ class ScoringResult:
     migration: pd.DataFrame | None = None
     stability: float | None = None
     drift: DriftReport | None = None
+    clv_as_of: str | None = None
 
 
 def check_schema(features: DataFrame, loaded: tracking.LoadedModel, location: str) -> None:
@@ -119,6 +123,23 @@ def _snapshot(spark: SparkSession, cfg: AppConfig) -> tuple[DataFrame, str]:
     return snapshot, str(as_of)
 
 
+def latest_clv(spark: SparkSession, cfg: AppConfig, as_of: str) -> tuple[DataFrame | None, str | None]:
+    """The CLV values of the newest ``clv.output`` snapshot on or before ``as_of``, keyed by customer_id
+    (columns of :data:`~segmentation.io.CLV_CURRENT_COLUMNS`), and that snapshot's date; (None, None)
+    without a table or such a snapshot."""
+    target = cfg.clv.output
+    if not table_exists(spark, target):
+        return None, None
+    values = read_table(spark, target)
+    newest = values.where(F.col("as_of") <= F.lit(as_of).cast("date")).select(F.max("as_of")).first()[0]
+    if newest is None:
+        return None, None
+    chosen = values.where(F.col("as_of") == F.lit(newest)).select(
+        "customer_id", F.col("as_of").alias("clv_as_of"), *[c for c in CLV_CURRENT_COLUMNS if c != "clv_as_of"]
+    )
+    return chosen, str(newest)
+
+
 def run_scoring(spark: SparkSession, cfg: AppConfig) -> ScoringResult:
     scfg = cfg.scoring
     tracking.configure(cfg.mlflow)
@@ -140,8 +161,17 @@ def run_scoring(spark: SparkSession, cfg: AppConfig) -> ScoringResult:
         "training_run_id": loaded.run_id,
         **tracking.environment_tags(),
     }
+    clv_values, clv_as_of = latest_clv(spark, cfg, as_of) if scfg.attach_clv else (None, None)
+    if clv_as_of is not None:
+        tags["clv_as_of"] = clv_as_of
+        if clv_as_of != as_of:
+            log.warning("the newest CLV values in %s are of %s, older than the scored snapshot %s",
+                        cfg.clv.output.location, clv_as_of, as_of)  # fmt: skip
     with tracking.tracked_run(f"score-{as_of}", tags=tags) as run:
-        scored = score(snapshot, loaded, names).persist(StorageLevel.MEMORY_AND_DISK)
+        scored = score(snapshot, loaded, names)
+        if clv_values is not None:
+            scored = scored.join(clv_values, "customer_id", how="left")
+        scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
         n = scored.count()
         if n == 0:
             raise ContractError(f"feature snapshot {as_of} of '{cfg.features.output.location}' has no customers")
@@ -195,4 +225,5 @@ def run_scoring(spark: SparkSession, cfg: AppConfig) -> ScoringResult:
             migration=migration,
             stability=stability,
             drift=drift,
+            clv_as_of=clv_as_of,
         )

@@ -68,6 +68,7 @@ def make_config(root: Path, **extra):
         "profiles.report_dir": root / "reports",
         "training.ground_truth.enabled": "true",
         "training.ground_truth.path": root / "ground_truth",
+        "clv.output.path": root / "clv",  # never the repository's data/ of a demo run
         "mlflow.tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
         "mlflow.artifact_location": root / "artifacts",
         "mlflow.experiment": "test-segmentation",

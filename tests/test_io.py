@@ -80,6 +80,37 @@ def test_current_assignments_merge(spark, tmp_path):
     assert a.active and a.missing_since is None and str(a.segment_since) == "2024-04-30"
 
 
+def test_current_assignments_gain_and_refresh_clv_values(spark, tmp_path):
+    target = OutputConfig(path=str(tmp_path / "current"), format="delta")
+    merge_current_assignments(spark, scored(spark, [("a", 1, "Loyal", None, "1")]), target, D1)  # no CLV yet
+    clv = "clv_as_of DATE, p_alive DOUBLE, expected_purchases DOUBLE, expected_avg_value DOUBLE, clv DOUBLE"
+    d = dt.date.fromisoformat
+
+    def with_clv(rows, values):
+        return scored(spark, rows).join(spark.createDataFrame(values, f"customer_id STRING, {clv}"), "customer_id",
+                                        "left")  # fmt: skip
+
+    # the table written without them gains the columns; a is refreshed, b arrives without values
+    second = with_clv([("a", 1, "Loyal", None, "1"), ("b", 2, "New", None, "1")], [("a", d(D1), 0.8, 2.0, 30.0, 55.0)])
+    merge_current_assignments(spark, second, target, D2)
+    rows = {r.customer_id: r for r in spark.read.format("delta").load(target.path).collect()}
+    assert (rows["a"].clv_as_of, rows["a"].p_alive, rows["a"].clv, rows["a"].segment_since) == (d(D1), 0.8, 55.0, d(D1))
+    assert rows["b"].p_alive is None and rows["b"].active
+    version = delta_version(spark, target)
+    merge_current_assignments(spark, second, target, D2)  # rerun: no ALTER, no changed row
+    assert sorted(spark.read.format("delta").load(target.path).collect()) == sorted(rows.values())
+    history = spark.sql(f"DESCRIBE HISTORY delta.`{target.path}`").where(f"version > {version}").collect()
+    assert [h.operation for h in history] == ["MERGE"] and history[0].operationMetrics["numTargetRowsUpdated"] == "0"
+    # a new CLV snapshot with the same segments only refreshes the values
+    third = with_clv([("a", 1, "Loyal", None, "1"), ("b", 2, "New", None, "1")],
+                     [("a", d(D2), 0.4, 1.0, 30.0, 20.0), ("b", d(D2), 0.9, 3.0, 10.0, 28.0)])  # fmt: skip
+    merge_current_assignments(spark, third, target, D3)
+    rows = {r.customer_id: r for r in spark.read.format("delta").load(target.path).collect()}
+    assert [(rows[c].clv_as_of, rows[c].p_alive, rows[c].segment_since) for c in "ab"] == [
+        (d(D2), 0.4, d(D1)), (d(D2), 0.9, d(D2))
+    ]  # fmt: skip
+
+
 def test_history_records_each_change_once(spark, tmp_path):
     target = OutputConfig(path=str(tmp_path / "history"), format="delta")
     merge_assignment_history(

@@ -137,6 +137,30 @@ def test_a_later_snapshot_merges_changed_new_and_vanished_customers(spark, scori
     assert not result.drift.needs_retraining
 
 
+def test_the_current_table_carries_the_newest_clv_values_on_or_before_the_snapshot(spark, scoring, tmp_path):
+    cfg, _, segment, _, vanished, newcomers, train_as_of = scoring
+    later = train_as_of + ONE_MONTH
+    ids = sorted(segment)
+    schema = "customer_id STRING, p_alive DOUBLE, expected_purchases DOUBLE, expected_avg_value DOUBLE, clv DOUBLE"
+    fitted = spark.createDataFrame([(c, i / len(ids), 1.0, 20.0, 20.0 + i) for i, c in enumerate(ids)], schema)
+    future = spark.createDataFrame([(c, -1.0, -1.0, -1.0, -1.0) for c in ids], schema)  # after the snapshot
+    clv_output = cfg.clv.output.model_copy(update={"path": str(tmp_path / "clv")})
+    for as_of, values in ((train_as_of, fitted), (later + ONE_MONTH, future)):
+        write_table(values.withColumns({"as_of": F.lit(as_of), "model_version": F.lit("1")}), clv_output, ["as_of"],
+                    replace_where={"as_of": str(as_of)})  # fmt: skip
+    current = cfg.scoring.current.model_copy(update={"path": str(tmp_path / "current")})
+    history = cfg.scoring.history.model_copy(update={"path": str(tmp_path / "history")})
+    cfg = cfg.model_copy(update={"scoring": cfg.scoring.model_copy(update={"current": current, "history": history}),
+                                 "clv": cfg.clv.model_copy(update={"output": clv_output})})  # fmt: skip
+    result = run_scoring(spark, cfg)  # the newest feature snapshot, a month after the CLV one
+    assert (result.as_of, result.clv_as_of) == (str(later), str(train_as_of))
+    rows = {r.customer_id: r for r in spark.read.format("delta").load(current.path).collect()}
+    expected = {c: (train_as_of, i / len(ids), 20.0 + i) for i, c in enumerate(ids) if c not in vanished}
+    assert {c: (r.clv_as_of, r.p_alive, r.clv) for c, r in rows.items() if c not in newcomers} == expected
+    assert all(rows[c].p_alive is None and rows[c].clv_as_of is None for c in newcomers)  # no CLV row yet
+    assert tracking.run_tags(result.run_id)["clv_as_of"] == str(train_as_of)
+
+
 def test_a_shifted_population_is_flagged_for_retraining(spark, scoring, tmp_path):
     cfg, *_, train_as_of = scoring
     base = spark.read.format("delta").load(cfg.features.output.path).where(F.col("as_of") == F.lit(train_as_of))
