@@ -18,12 +18,10 @@ segments and one for the whole base, and only k rows reach the driver.
   expected to spend nothing. It is a planning number, not a fitted CLV model; the
   feature table carries a lifetimes-compatible summary (``frequency``, ``recency``,
   ``T``, ``monetary_value``) for users who want BG/NBD and Gamma-Gamma;
-* ``p_alive_mean``, ``expected_purchases_mean``, ``clv_total``, ``clv_mean`` and ``z_p_alive``
-  (the segment's mean P(alive) against the base's, in standard deviations): only when the
+* ``p_alive_mean``, ``expected_purchases_mean``, ``clv_total``, ``clv_mean``: only when the
   customers carry the CLV job's values (``segmentation.clv``: BG/NBD probability alive, expected
   purchases and discounted CLV over ``clv.horizon_days``); the fitted answer to "who is slipping
-  away" and "what is it worth" beside the two rules above, and what the persona names use for
-  "still buying" instead of the last purchase's age;
+  away" and "what is it worth" beside the two rules above;
 * for every profiled feature ``f``: ``mean_f``, ``median_f`` (approximate, relative
   error 1%) and ``z_f = (segment mean - base mean) / base standard deviation`` (0 for
   a constant feature). Customer attributes (``age``, ``income``, ``region_*``) are
@@ -54,7 +52,7 @@ _KEYS = {"customer_id", "as_of", "segment", "cluster", "prediction", "probabilit
 # Per-customer values of the CLV job (clv.output), joined on when the snapshot has them; summarised
 # as their own profile columns rather than profiled like a feature.
 CLV_COLUMNS = ("p_alive", "expected_purchases", "expected_avg_value", "clv")
-CLV_PROFILE_COLUMNS = ("p_alive_mean", "expected_purchases_mean", "clv_total", "clv_mean", "z_p_alive")
+CLV_PROFILE_COLUMNS = ("p_alive_mean", "expected_purchases_mean", "clv_total", "clv_mean")
 MIN_TENURE_DAYS = 30
 
 
@@ -106,11 +104,9 @@ def segment_profile(
         if with_clv
         else []
     )
-    base_clv = [F.avg("_p_alive").alias("_base_p_alive"), F.stddev_pop("_p_alive").alias("_std_p_alive")]
     base = per_customer.agg(
         *[F.avg(c).alias(f"base_mean_{c}") for c in cols],
         *[F.stddev_pop(c).alias(f"base_std_{c}") for c in cols],
-        *(base_clv if with_clv else []),
         F.sum("_spend").alias("_total_spend"),
         F.count(F.lit(1)).alias("_total_customers"),
     )
@@ -126,10 +122,10 @@ def segment_profile(
     )
     joined = segments.crossJoin(base)
 
-    def z(mean: str, base_mean: str, std: str) -> F.Column:
-        return F.when(F.col(std) > 0, (F.col(mean) - F.col(base_mean)) / F.col(std)).otherwise(0.0)
+    def z(c: str) -> F.Column:
+        std = F.col(f"base_std_{c}")
+        return F.when(std > 0, (F.col(f"mean_{c}") - F.col(f"base_mean_{c}")) / std).otherwise(0.0)
 
-    clv_profile = [*CLV_PROFILE_COLUMNS[:-1], z("p_alive_mean", "_base_p_alive", "_std_p_alive").alias("z_p_alive")]
     return joined.select(
         "segment",
         "customers",
@@ -139,10 +135,10 @@ def segment_profile(
         "churn_rate",
         "historical_value",
         "forward_value",
-        *(clv_profile if with_clv else ()),
+        *(CLV_PROFILE_COLUMNS if with_clv else ()),
         *[f"mean_{c}" for c in cols],
         *[f"median_{c}" for c in cols],
-        *[z(f"mean_{c}", f"base_mean_{c}", f"base_std_{c}").alias(f"z_{c}") for c in cols],
+        *[z(c).alias(f"z_{c}") for c in cols],
     ).orderBy("segment")  # fmt: skip
 
 

@@ -55,16 +55,6 @@ def test_description_uses_the_segments_own_numbers():
     assert "8% of customers, 31% of revenue" in text
 
 
-def test_p_alive_replaces_the_last_purchase_age_where_a_clv_model_exists():
-    # Segments 0 and 1 bought equally recently; the BG/NBD model says 1's customers have most likely left
-    # (frequent buyers whose usual gap has long passed), so 1 is the one at risk, not 0.
-    rows = [(0, -0.5, 1.0, 1.0, 0.0, 0.5), (1, -0.5, 1.0, 1.0, 0.0, 0.5)]
-    assert assign_personas(profile(rows)) == {0: "Champions", 1: "Loyal"}  # the tie goes by id
-    with_model = profile(rows).assign(z_p_alive=[1.0, -1.5])
-    assert assign_personas(with_model) == {0: "Champions", 1: "Can't lose them"}
-    assert assign_personas(with_model.iloc[::-1]) == {0: "Champions", 1: "Can't lose them"}
-
-
 def test_description_gives_p_alive_and_clv_when_the_profile_has_them():
     text = describe({"mean_n_purchases": 3.0, "p_alive_mean": 0.234, "clv_mean": 1234.4}, "At risk")
     assert "3.0 purchases" in text and "23% likely still active (BG/NBD)" in text and "CLV 1,234 per customer" in text
