@@ -42,6 +42,7 @@ def test_every_notebook_runs_in_order_on_demo_data(spark, tmp_path, capsys):
         "training": {"assignments": {"path": str(data / "assignments")}, "ground_truth": {"path": str(data / "truth")}},
         "profiles": {"output": {"path": str(data / "profiles")}, "report_dir": str(tmp_path / "reports")},
         "scoring": {"current": {"path": str(data / "current")}, "history": {"path": str(data / "history")}},
+        "clv": {"output": {"path": str(data / "clv")}},  # not the demo's data/customer_clv
         "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "artifact_location": str(tmp_path / "art"),
                    "experiment": "notebooks"},
     }  # fmt: skip
