@@ -14,6 +14,7 @@ from segmentation.errors import ConfigError, DegenerateFeaturesError
 from segmentation.preprocessing import (
     QuantileCapper,
     SignedLog1p,
+    build_preprocessing,
     drop_degenerate_columns,
     fit_preprocessing,
     log_columns,
@@ -94,11 +95,17 @@ def test_pca_by_components_and_by_variance(features):
     cols = ["net_spend", "n_purchases", "return_rate", "trend"]
     two = fit_preprocessing(features, cols, TrainingConfig(pca={"components": 2}))
     assert two.transform(features).first().features.size == 2
-    most = fit_preprocessing(features, cols, TrainingConfig(pca={"variance": 0.7}))
-    k = most.stages[-1].getK()
-    assert 1 <= k <= 4
-    explained = most.stages[-1].explainedVariance.toArray()
-    assert explained.sum() >= 0.7 - 1e-9 or k == 4
+    # The reference: the eigenvalues of the scaled columns' covariance, with numpy.
+    scaled = build_preprocessing(cols, TrainingConfig()).fit(features).transform(features)
+    matrix = np.array([r.features.toArray() for r in scaled.select("features").collect()])
+    shares = np.sort(np.linalg.eigvalsh(np.cov(matrix, rowvar=False)))[::-1]
+    shares = shares / shares.sum()
+    for target in (0.5, 0.7, 0.95):
+        fewest = int(np.argmax(np.cumsum(shares) >= target - 1e-12)) + 1
+        most = fit_preprocessing(features, cols, TrainingConfig(pca={"variance": target}))
+        assert most.stages[-1].getK() == fewest, target
+        assert most.stages[-1].explainedVariance.toArray() == pytest.approx(shares[:fewest], abs=1e-9)
+    assert len({int(np.argmax(np.cumsum(shares) >= t)) for t in (0.5, 0.7, 0.95)}) > 1  # the targets differ
 
 
 def test_degenerate_columns_are_dropped_and_gmm_survives(spark, features):

@@ -4,6 +4,7 @@ schema checks, migration on a planted change of behaviour, drift flagged only wh
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 from pathlib import Path
 
 import pytest
@@ -72,10 +73,33 @@ def scoring(spark, trained, tmp_path_factory):
     return scfg, result, segment, donors, vanished, [f"new-{c}" for c in ordered[300:325]], train_as_of
 
 
-def test_scoring_the_training_snapshot_through_the_alias_reproduces_the_training_assignments(spark, scoring):
+@pytest.fixture(scope="module")
+def first_scoring(spark, scoring):
+    """The training snapshot scored once into the fixture's current and history tables; tests that
+    score further work on copies of these (:func:`copied`), so each of them passes alone."""
+    cfg, *_, train_as_of = scoring
+    return run_scoring(spark, at(cfg, train_as_of))
+
+
+def at(cfg, as_of):
+    return cfg.model_copy(update={"scoring": cfg.scoring.model_copy(update={"as_of": as_of})})
+
+
+def copied(cfg, tmp_path: Path):
+    """``cfg`` writing to copies of the first scoring's current and history tables under ``tmp_path``."""
+    update = {}
+    for name in ("current", "history"):
+        source = getattr(cfg.scoring, name)
+        shutil.copytree(source.path, tmp_path / name)
+        update[name] = source.model_copy(update={"path": str(tmp_path / name)})
+    return cfg.model_copy(update={"scoring": cfg.scoring.model_copy(update=update)})
+
+
+def test_scoring_the_training_snapshot_through_the_alias_reproduces_the_training_assignments(
+    spark, scoring, first_scoring
+):
     cfg, trained, segment, *_, train_as_of = scoring
-    cfg = cfg.model_copy(update={"scoring": cfg.scoring.model_copy(update={"as_of": train_as_of})})
-    result = run_scoring(spark, cfg)
+    result = first_scoring
     assert result.model_version == trained.model_version and result.as_of == str(train_as_of)
     current = {r.customer_id: r for r in spark.read.format("delta").load(cfg.scoring.current.path).collect()}
     assert {c: r.segment for c, r in current.items()} == segment
@@ -90,9 +114,9 @@ def test_scoring_the_training_snapshot_through_the_alias_reproduces_the_training
     assert max(result.drift.psi.values()) < 0.01
 
 
-def test_rerunning_the_same_snapshot_changes_no_row(spark, scoring):
+def test_rerunning_the_same_snapshot_changes_no_row(spark, scoring, first_scoring, tmp_path):
     cfg, *_, train_as_of = scoring
-    cfg = cfg.model_copy(update={"scoring": cfg.scoring.model_copy(update={"as_of": train_as_of})})
+    cfg = at(copied(cfg, tmp_path), train_as_of)
     before = (rows(spark, cfg.scoring.current.path, "*"), rows(spark, cfg.scoring.history.path, "*"))
     result = run_scoring(spark, cfg)
     after = (rows(spark, cfg.scoring.current.path, "*"), rows(spark, cfg.scoring.history.path, "*"))
@@ -100,8 +124,9 @@ def test_rerunning_the_same_snapshot_changes_no_row(spark, scoring):
     assert result.stability == 1.0
 
 
-def test_a_later_snapshot_merges_changed_new_and_vanished_customers(spark, scoring):
+def test_a_later_snapshot_merges_changed_new_and_vanished_customers(spark, scoring, first_scoring, tmp_path):
     cfg, _, segment, donors, vanished, newcomers, train_as_of = scoring
+    cfg = copied(cfg, tmp_path)
     later = train_as_of + ONE_MONTH
     result = run_scoring(spark, cfg)  # newest snapshot by default
     assert result.as_of == str(later)
@@ -171,10 +196,13 @@ def test_a_shifted_population_is_flagged_for_retraining(spark, scoring, tmp_path
         .withColumn("as_of", F.lit(train_as_of + 6 * ONE_MONTH))
     )
     later = str(train_as_of + 6 * ONE_MONTH)
-    write_table(shifted, cfg.features.output, partition_by=["as_of"], replace_where={"as_of": later})
+    features = cfg.features.output.model_copy(update={"path": str(tmp_path / "features")})
+    shutil.copytree(cfg.features.output.path, features.path)  # the shared table stays as the other tests need it
+    write_table(shifted, features, partition_by=["as_of"], replace_where={"as_of": later})
     current = cfg.scoring.current.model_copy(update={"path": str(tmp_path / "current")})
     history = cfg.scoring.history.model_copy(update={"path": str(tmp_path / "history")})
-    cfg = cfg.model_copy(update={"scoring": cfg.scoring.model_copy(update={"current": current, "history": history})})
+    cfg = cfg.model_copy(update={"scoring": cfg.scoring.model_copy(update={"current": current, "history": history}),
+                                 "features": cfg.features.model_copy(update={"output": features})})  # fmt: skip
     result = run_scoring(spark, cfg)
     assert result.drift.needs_retraining
     assert {"recency_days", "spend_recent"} <= set(result.drift.drifted_features)

@@ -93,9 +93,9 @@ def test_champion_is_registered_with_alias_and_both_loaders_agree(spark, trained
     via_pyfunc = dict(zip(pdf["customer_id"], [int(p) for p in pyfunc.predict(pdf)], strict=True))
     assert via_spark == via_pyfunc
     assignments = spark.read.format("delta").load(cfg.training.assignments.path)
-    stored = {r.customer_id: r.segment for r in assignments.collect()}
+    stored = {r.customer_id: r.segment for r in assignments.where(assignments.model_version == result.model_version)
+              .collect()}  # fmt: skip
     assert all(stored[c] == s for c, s in via_spark.items())
-    assert {r.model_version for r in assignments.collect()} == {result.model_version}
 
 
 def test_profiles_personas_rules_and_report_are_written_and_logged(spark, trained):
@@ -194,9 +194,10 @@ def test_promotion_moves_the_alias_and_keeps_the_previous_champion_restorable(tr
     cfg, first = trained
     client = MlflowClient()
     name, alias = cfg.mlflow.registered_model, cfg.mlflow.alias
-    versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
-    challenger = str(versions[-1])
-    assert challenger != first.model_version  # the retrain above registered a challenger
+    champion = client.get_model_version(name, first.model_version)
+    # A challenger of its own (the same files as a new version), so the test does not need the retrain test.
+    challenger = str(client.create_model_version(name, champion.source, run_id=champion.run_id).version)
+    assert challenger != first.model_version
     try:
         assert tracking.promote(name, challenger, alias) == first.model_version
         assert str(client.get_model_version_by_alias(name, alias).version) == challenger
