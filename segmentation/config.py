@@ -255,7 +255,8 @@ class PcaConfig(_Section):
 class SelectionConfig(_Section):
     """Inputs of the documented k / champion rule (segmentation.selection)."""
 
-    # k selection runs on a sample of at most this many customers; the champion is refitted on all.
+    # k selection runs on a Bernoulli sample of about this many customers (sample(fraction): a few more or
+    # fewer); the champion is refitted on all.
     sample_size: int = Field(200_000, ge=100)
     min_cluster_share: float = Field(0.02, ge=0, lt=1)
     min_stability: float = Field(0.7, ge=-1, le=1)
@@ -363,13 +364,15 @@ class ScoringConfig(_Section):
     model_version: int | None = Field(None, ge=1)
     # Feature snapshot to score; None = the newest as_of in features.output.
     as_of: dt.date | None = None
-    # Recompute features from input.transactions for as_of before scoring (reusing the feature job).
+    # Recompute features from input.transactions for as_of before scoring: the scoring job (and notebook 4)
+    # run the feature job first (feature_pipeline.features_for_scoring); run_scoring itself only reads.
     compute_features: bool = False
     current: OutputConfig = Field(default_factory=lambda: OutputConfig(path="data/segments_current"))
     history: OutputConfig = Field(default_factory=lambda: OutputConfig(path="data/segments_history"))
     # A feature whose population stability index exceeds this marks the snapshot as needing retraining.
     psi_threshold: float = Field(0.25, gt=0)
-    # Largest absolute change of one segment's customer share before retraining is recommended.
+    # Largest segment share shift before retraining is recommended: the total variation distance of the
+    # segment shares, 0.5 * sum over segments of |new share - old share| (0 = same mix, 1 = disjoint).
     share_shift_threshold: float = Field(0.10, gt=0, le=1)
     # Carry the CLV job's values (clv.output) of the newest CLV snapshot on or before the scored one
     # into the current table: clv_as_of, p_alive, expected_purchases, expected_avg_value, clv.
