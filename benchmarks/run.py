@@ -50,8 +50,9 @@ from segmentation.feature_pipeline import run_feature_pipeline  # noqa: E402
 from segmentation.generator import generate_transactions  # noqa: E402
 from segmentation.io import write_table  # noqa: E402
 from segmentation.preprocessing import drop_degenerate_columns, fit_preprocessing, resolve_feature_columns  # noqa: E402
+from segmentation.snapshots import read_snapshot  # noqa: E402
 from segmentation.spark import get_spark  # noqa: E402
-from segmentation.training_pipeline import load_feature_snapshot, run_training  # noqa: E402
+from segmentation.training_pipeline import run_training  # noqa: E402
 
 log = logging.getLogger("bench")
 BASE = Path(__file__).resolve().parent.parent / "conf" / "base.yaml"
@@ -175,7 +176,7 @@ def run_size(spark, results: Results, work: Path, n: int, args) -> None:
         results.add(n, "pipeline", results.seconds(n, "features") + results.seconds(n, "training"))
 
     if n <= args.naive_max:
-        snapshot, _ = load_feature_snapshot(spark, cfg)
+        snapshot, _ = read_snapshot(spark, cfg.features.output, cfg.training.as_of)
         columns = drop_degenerate_columns(snapshot, resolve_feature_columns(snapshot, cfg.training))
         ks = range(args.k_min, args.k_max + 1)
         per_fit = results.measure(n, "sweep_naive", lambda: peers.naive_spark_sweep(
@@ -229,7 +230,7 @@ def duckdb_in_child(*args) -> int:
 def prepared_features(spark, work: Path, n: int, args):
     """Size ``n``'s feature snapshot prepared as the training job prepares it: (``features`` column, feature count)."""
     cfg = bench_config(work, n, args)
-    snapshot, _ = load_feature_snapshot(spark, cfg)
+    snapshot, _ = read_snapshot(spark, cfg.features.output, cfg.training.as_of)
     columns = drop_degenerate_columns(snapshot, resolve_feature_columns(snapshot, cfg.training))
     return fit_preprocessing(snapshot, columns, cfg.training).transform(snapshot).select("features"), len(columns)
 

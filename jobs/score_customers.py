@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from segmentation.cli import config_from_args, job_parser, parse, run_job
+from segmentation.feature_pipeline import features_for_scoring
 from segmentation.scoring_pipeline import run_scoring
 from segmentation.spark import get_spark
 
@@ -24,6 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body() -> None:
         cfg = config_from_args(args)
         spark = get_spark(cfg.spark)
+        cfg = features_for_scoring(spark, cfg)  # scoring.compute_features: the feature job first
         result = run_scoring(spark, cfg)
         log.info(
             "scored %d customers of %s with version %s (run %s); current %s, history %s",

@@ -12,6 +12,7 @@ from pyspark.sql import functions as F
 from segmentation import notebook
 from segmentation.feature_pipeline import run_feature_pipeline
 from segmentation.io import read_table
+from segmentation.snapshots import read_snapshot
 from segmentation.spark import get_spark
 
 p = notebook.params(globals(), {"env": "databricks", "config": "", "set": "", "build": "false"})
@@ -35,8 +36,6 @@ notebook.show(globals(), read_table(spark, cfg.features.quality).orderBy(F.col("
 
 # COMMAND ----------
 
-features = read_table(spark, cfg.features.output)
-newest = features.agg(F.max("as_of")).first()[0]
-snapshot = features.where(F.col("as_of") == F.lit(newest))
+snapshot, newest = read_snapshot(spark, cfg.features.output)
 print(f"snapshot {newest}: {snapshot.count():,} customers")
 notebook.show(globals(), snapshot.drop("customer_id", "as_of").summary("mean", "stddev", "min", "50%", "max"))

@@ -7,9 +7,7 @@
 
 # COMMAND ----------
 
-import mlflow
-
-from segmentation import notebook
+from segmentation import notebook, tracking
 from segmentation.spark import get_spark
 from segmentation.training_pipeline import run_training
 
@@ -34,10 +32,7 @@ print(f"champion: {result.champion} with k={result.k}; model version {result.mod
 
 # COMMAND ----------
 
-children = mlflow.search_runs(
-    experiment_ids=[mlflow.get_run(result.run_id).info.experiment_id],
-    filter_string=f"tags.`mlflow.parentRunId` = '{result.run_id}'",
-)
+children = tracking.child_runs(result.run_id)
 columns = ["tags.algorithm", "tags.k", "metrics.silhouette", "metrics.wssse", "metrics.bic",
            "metrics.stability_ari", "metrics.min_cluster_share"]  # fmt: skip
 notebook.show(globals(), children[columns].sort_values(["tags.algorithm", "tags.k"], key=lambda s: s.map(str)))
@@ -48,7 +43,7 @@ notebook.show(globals(), children[columns].sort_values(["tags.algorithm", "tags.
 
 # COMMAND ----------
 
-rationale = mlflow.artifacts.load_dict(f"runs:/{result.run_id}/selection/chosen_k_rationale.json")
+rationale = tracking.load_run_dict(result.run_id, tracking.RATIONALE_ARTIFACT)
 print(rationale["champion"])
 for algorithm, choice in rationale["per_algorithm"].items():
     print(algorithm, choice["chosen_k"], choice["criterion"])

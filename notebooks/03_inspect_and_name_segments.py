@@ -8,12 +8,8 @@
 
 # COMMAND ----------
 
-import mlflow
-from mlflow.tracking import MlflowClient
-from pyspark.sql import functions as F
-
 from segmentation import notebook, tracking
-from segmentation.io import read_table
+from segmentation.snapshots import read_snapshot
 from segmentation.spark import get_spark
 
 p = notebook.params(globals(), {"env": "databricks", "config": "", "set": "", "run_id": ""})
@@ -21,7 +17,7 @@ cfg = notebook.config(p)
 spark = get_spark(cfg.spark)
 tracking.configure(cfg.mlflow)
 run_id = p["run_id"] or tracking.registered_model(cfg.mlflow.registered_model, cfg.mlflow.alias).run_id
-run = mlflow.get_run(run_id)
+trained_on = tracking.run_tags(run_id)["feature_snapshot"]
 
 # COMMAND ----------
 
@@ -29,13 +25,9 @@ run = mlflow.get_run(run_id)
 
 # COMMAND ----------
 
-name = cfg.mlflow.registered_model
-versions = [v for v in MlflowClient().search_model_versions(f"name = '{name}'") if v.run_id == run_id]
-model_version = str(versions[0].version) if versions else run_id  # an unregistered run keys by its id
-profiles = read_table(spark, cfg.profiles.output).where(
-    (F.col("as_of") == F.lit(run.data.tags["feature_snapshot"]).cast("date"))
-    & (F.col("model_version") == model_version)
-)
+model_version = tracking.run_model_version(cfg.mlflow.registered_model, run_id)
+profiles, _ = read_snapshot(spark, cfg.profiles.output, trained_on, required=("model_version",))
+profiles = profiles.where(profiles.model_version == model_version)
 notebook.show(globals(), profiles.select("segment", "name", "customers", "customer_share", "revenue_share",
                                          "churn_rate", "forward_value", "recommended_categories",
                                          "description").orderBy("segment"))  # fmt: skip
@@ -46,7 +38,7 @@ notebook.show(globals(), profiles.select("segment", "name", "customers", "custom
 
 # COMMAND ----------
 
-rules = mlflow.artifacts.load_dict(f"runs:/{run_id}/profiles/segment_rules.json")
+rules = tracking.load_run_dict(run_id, tracking.RULES_ARTIFACT)
 print(f"rule fidelity: {rules['fidelity']:.0%}")
 for segment, segment_rules in rules["rules"].items():
     for rule in segment_rules[:2]:
@@ -58,8 +50,8 @@ for segment, segment_rules in rules["rules"].items():
 
 # COMMAND ----------
 
-html = mlflow.artifacts.load_text(f"runs:/{run_id}/report/segment_report.html")
+html = tracking.load_run_text(run_id, tracking.REPORT_ARTIFACT)
 if "displayHTML" in globals():
     displayHTML(html)  # noqa: F821 - Databricks notebook global
 else:
-    print(f"report: {len(html):,} characters, on run {run_id} as report/segment_report.html")
+    print(f"report: {len(html):,} characters, on run {run_id} as {tracking.REPORT_ARTIFACT}")

@@ -9,6 +9,7 @@
 # COMMAND ----------
 
 from segmentation import notebook
+from segmentation.feature_pipeline import features_for_scoring
 from segmentation.io import read_table
 from segmentation.scoring_pipeline import run_scoring
 from segmentation.spark import get_spark
@@ -21,6 +22,7 @@ spark = get_spark(cfg.spark)
 
 # COMMAND ----------
 
+cfg = features_for_scoring(spark, cfg)  # with scoring.compute_features: the feature job first
 result = run_scoring(spark, cfg)
 print(f"scored {result.customers:,} customers of {result.as_of} with model version {result.model_version}")
 print("customers per segment:", result.segment_counts)

@@ -39,8 +39,9 @@ from pyspark.sql import functions as F  # noqa: E402
 from segmentation import clv, tracking  # noqa: E402
 from segmentation.config import AppConfig, ClvConfig  # noqa: E402
 from segmentation.errors import ContractError  # noqa: E402
-from segmentation.feature_pipeline import compute_features  # noqa: E402
+from segmentation.feature_table import compute_features  # noqa: E402
 from segmentation.io import read_table, write_table  # noqa: E402
+from segmentation.snapshots import read_snapshot  # noqa: E402
 
 __all__ = ["ClvResult", "Collapsed", "calibration_and_holdout", "collapse", "fit", "run_clv"]
 
@@ -81,17 +82,7 @@ class ClvResult:
 
 def load_snapshot(spark: SparkSession, cfg: AppConfig) -> tuple[DataFrame, str]:
     """The rows of feature snapshot ``clv.as_of`` (default: the newest) and that date as text."""
-    source = cfg.features.output
-    features = read_table(spark, source)
-    missing = [c for c in ("customer_id", "as_of", *clv.INPUT_COLUMNS) if c not in features.columns]
-    if missing:
-        raise ContractError(
-            f"feature table '{source.location}' has no column(s) {missing}; build it with jobs/build_features.py"
-        )
-    as_of = cfg.clv.as_of or features.select(F.max("as_of")).first()[0]
-    if as_of is None:
-        raise ContractError(f"feature table '{source.location}' is empty; build it with jobs/build_features.py")
-    return features.where(F.col("as_of") == F.lit(as_of)), str(as_of)
+    return read_snapshot(spark, cfg.features.output, cfg.clv.as_of, required=("customer_id", *clv.INPUT_COLUMNS))
 
 
 def collapse(features: DataFrame) -> Collapsed:

@@ -39,7 +39,14 @@ from segmentation.config import MlflowConfig
 from segmentation.errors import ModelMismatchError, ModelNotFoundError
 
 __all__ = [
+    "IDENTITY_ARTIFACT",
     "LoadedModel",
+    "PROFILE_ARTIFACT",
+    "RATIONALE_ARTIFACT",
+    "REPORT_ARTIFACT",
+    "RULES_ARTIFACT",
+    "SWEEP_ARTIFACT",
+    "child_runs",
     "code_version",
     "configure",
     "directory_checksum",
@@ -47,6 +54,7 @@ __all__ = [
     "child_run",
     "environment_tags",
     "load_run_dict",
+    "load_run_text",
     "log_dict",
     "log_figure",
     "log_metrics",
@@ -60,12 +68,21 @@ __all__ = [
     "redact",
     "register_model",
     "registered_model",
+    "run_model_version",
     "run_tags",
     "set_tags",
     "tracked_run",
 ]
 
 log = logging.getLogger(__name__)
+
+# Where a training run keeps what it logs; the scoring job and the notebooks read them by these names.
+IDENTITY_ARTIFACT = "identity/segment_mapping.json"
+RATIONALE_ARTIFACT = "selection/chosen_k_rationale.json"
+SWEEP_ARTIFACT = "selection/sweep.csv"
+PROFILE_ARTIFACT = "profiles/segment_profile.csv"
+RULES_ARTIFACT = "profiles/segment_rules.json"
+REPORT_ARTIFACT = "report/segment_report.html"
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 _PINNED = ("pyspark", "delta-spark", "mlflow", "pandas", "numpy", "pyarrow", "pydantic", "PyYAML")
@@ -405,6 +422,23 @@ def registered_model(name: str, alias: str) -> LoadedModel | None:
 
 def run_tags(run_id: str) -> dict[str, str]:
     return dict(MlflowClient().get_run(run_id).data.tags)
+
+
+def child_runs(run_id: str) -> pd.DataFrame:
+    """The nested runs of a run (``mlflow.search_runs`` columns: ``tags.algorithm``, ``metrics.silhouette``...)."""
+    experiment_id = MlflowClient().get_run(run_id).info.experiment_id
+    return mlflow.search_runs(experiment_ids=[experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'")
+
+
+def run_model_version(name: str, run_id: str) -> str:
+    """The version of registered model ``name`` logged by ``run_id``; the run id for an unregistered run
+    (the key its assignments and profiles are written under)."""
+    versions = [v for v in MlflowClient().search_model_versions(f"name = '{name}'") if v.run_id == run_id]
+    return str(min(int(v.version) for v in versions)) if versions else run_id
+
+
+def load_run_text(run_id: str, artifact_file: str) -> str:
+    return mlflow.artifacts.load_text(f"runs:/{run_id}/{artifact_file}")
 
 
 def load_run_dict(run_id: str, artifact_file: str) -> dict[str, Any] | None:

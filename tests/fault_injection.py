@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 import segmentation.feature_pipeline as feature_pipeline
+import segmentation.feature_table as feature_table
 from jobs.build_features import main
 from segmentation.cli import config_from_args, job_parser
 
@@ -36,9 +37,9 @@ def fail_once(stage: str, markers: str):
 
 
 def install(markers: str, features_output) -> None:
-    parse_rows, write_table = feature_pipeline.parse_rows, feature_pipeline.write_table
+    parse_rows, write_table = feature_table.parse_rows, feature_pipeline.write_table
     in_scan, in_write = fail_once("scan", markers), fail_once("write", markers)
-    feature_pipeline.parse_rows = lambda df, *args: parse_rows(in_scan(df), *args)
+    feature_table.parse_rows = lambda df, *args: parse_rows(in_scan(df), *args)
 
     def flaky_write(df, target, *args, **kwargs):
         return write_table(in_write(df) if target == features_output else df, target, *args, **kwargs)

@@ -174,20 +174,20 @@ def test_segment_profile_and_report_show_clv_values(spark, tmp_path):
     from segmentation.config import load_config
     from segmentation.profiles import profile_columns, segment_profile
     from segmentation.report import SegmentReport, render_report
-    from segmentation.training_pipeline import _with_clv
+    from segmentation.snapshots import with_clv
 
     raw = spark.createDataFrame(
         [("a", 0, 100.0, 10, 0), ("b", 0, 300.0, 365, 0), ("c", 1, 50.0, 100, 1), ("d", 1, 0.0, 50, 1)],
         "customer_id STRING, segment INT, net_spend DOUBLE, tenure_days INT, churned INT",
     )
     cfg = load_config([BASE], [f"clv.output.path={tmp_path / 'clv'}"])
-    assert _with_clv(spark, cfg, raw, "2024-06-30") is raw  # no CLV table: the profile is unchanged
+    assert with_clv(spark, cfg, raw, "2024-06-30") is raw  # no CLV table: the profile is unchanged
     values = spark.createDataFrame(
         [("a", 0.9, 2.0, 40.0, 70.0), ("b", 0.5, 1.0, 60.0, 50.0), ("c", 0.2, 0.5, 10.0, 4.0)],
         "customer_id STRING, p_alive DOUBLE, expected_purchases DOUBLE, expected_avg_value DOUBLE, clv DOUBLE",
     ).withColumns({"as_of": F.lit(dt.date(2024, 6, 30)), "model_version": F.lit("1")})
     write_table(values, cfg.clv.output, ["as_of"])
-    joined = _with_clv(spark, cfg, raw, "2024-06-30")
+    joined = with_clv(spark, cfg, raw, "2024-06-30")
     assert profile_columns(joined) == ["net_spend", "tenure_days", "churned"]  # CLV values are not profiled as features
 
     profile = segment_profile(joined, ["net_spend"]).toPandas()

@@ -7,7 +7,8 @@ import pytest
 
 from segmentation.config import load_config
 from segmentation.errors import ContractError, InputNotFoundError, JoinMatchError, QuarantineThresholdError
-from segmentation.feature_pipeline import read_quality, run_feature_pipeline
+from segmentation.feature_pipeline import run_feature_pipeline
+from segmentation.snapshots import read_quality
 
 BASE = Path(__file__).resolve().parent.parent / "conf" / "base.yaml"
 RENAMED = {"customer_id": "Kunde", "timestamp": "Zeit", "amount": "Betrag", "transaction_id": "Beleg",

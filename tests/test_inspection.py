@@ -188,7 +188,7 @@ AWKWARD_SCHEMA = "txn_id string, client_id string, purchase_date timestamp, spen
 
 
 def test_the_preview_counts_what_the_feature_job_quarantines(spark, tmp_path):
-    from segmentation.feature_pipeline import compute_features
+    from segmentation.feature_table import compute_features
 
     path = str(tmp_path / "tx")
     spark.createDataFrame(AWKWARD, AWKWARD_SCHEMA).write.parquet(path)

@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 from jobs import score_customers
 from segmentation import tracking
 from segmentation.errors import ModelMismatchError
+from segmentation.feature_pipeline import features_for_scoring
 from segmentation.io import write_table
 from segmentation.scoring_pipeline import run_scoring
 
@@ -276,7 +277,7 @@ def test_scoring_can_compute_the_snapshot_with_the_feature_job_first(spark, scor
     }
     from conftest import make_config
 
-    cfg = make_config(Path(trained_root(cfg)), **sets)
+    cfg = features_for_scoring(spark, make_config(Path(trained_root(cfg)), **sets))
     result = run_scoring(spark, cfg)
     assert result.as_of == str(train_as_of)
     current = {r.customer_id: r.segment for r in spark.read.format("delta").load(str(tmp_path / "current")).collect()}

@@ -12,9 +12,10 @@ from mlflow.tracking import MlflowClient
 from pyspark.ml.linalg import Vectors
 
 from segmentation import tracking
-from segmentation.errors import ContractError
+from segmentation.errors import ContractError, InputNotFoundError
 from segmentation.selection import choose
-from segmentation.training_pipeline import _sweep, run_training
+from segmentation.sweep import run_sweep
+from segmentation.training_pipeline import run_training
 
 
 def test_parent_and_one_child_per_algorithm_and_k(trained):
@@ -190,6 +191,21 @@ def test_failure_inside_the_run_marks_it_failed(spark, trained):
     assert "fewer than training.k_max" in runs[0].data.tags["error"]
 
 
+def test_a_run_that_fails_half_way_leaves_no_frame_persisted(spark, trained, tmp_path):
+    """The vectors, the sweep's sample and the champion's assignments are persisted by the time the
+    ground-truth table is read (after the refit); a missing one stops the run there, and the session
+    holds no more persisted data than before it."""
+    cfg, _ = trained
+    sets = {"training.algorithms": "[kmeans]", "training.k_max": 3, "training.selection.sample_size": 300,
+            "training.selection.stability_seeds": 1, "training.ground_truth.path": tmp_path / "no_truth"}  # fmt: skip
+    bad = make_config(Path(cfg.features.output.path).parent, **sets)
+    persisted = spark.sparkContext._jsc.sc().getPersistentRDDs  # classic: the session's persisted RDDs
+    before = persisted().size()
+    with pytest.raises(InputNotFoundError, match="no_truth"):
+        run_training(spark, bad)
+    assert persisted().size() == before
+
+
 def test_promotion_moves_the_alias_and_keeps_the_previous_champion_restorable(trained):
     cfg, first = trained
     client = MlflowClient()
@@ -220,9 +236,9 @@ def test_shortlist_measures_fewer_stabilities_and_picks_what_measuring_all_picks
     swept = {}
     for scope in ("all", "shortlist"):
         tcfg = base.training.model_copy(update={"selection": sel.model_copy(update={"stability_scope": scope})})
-        candidates, models, records, _ = _sweep(tcfg, sample)
-        assert set(models) == set(records) == set(candidates) and len(candidates) == 10
-        swept[scope] = records
+        sweep = run_sweep(tcfg, sample)
+        assert set(sweep.models) == set(sweep.records) == set(sweep.candidates) and len(sweep.candidates) == 10
+        swept[scope] = sweep.records
     full, short = swept["all"], swept["shortlist"]
     measured = {c for c, r in short.items() if r["stability_ari"] is not None}
     assert all(r["stability_ari"] is not None and r["stability_seconds"] > 0 for r in full.values())

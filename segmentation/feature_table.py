@@ -1,0 +1,267 @@
+"""The per-customer feature frame of one snapshot, built from the configured inputs.
+
+:func:`compute_features` reads and validates the transactions (and the optional customer
+and product tables), applies the quarantine rules and aggregates one row per customer.
+It writes nothing: the feature job (``feature_pipeline``) writes its result, and the CLV
+job computes the features of a calibration cut-off with it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from segmentation.config import AppConfig, CustomersInput, ProductsInput
+from segmentation.errors import ConfigError, ContractError, JoinMatchError, QuarantineThresholdError
+from segmentation.features import customer_activity, demographic_features, top_values, typical_gap, with_churn
+from segmentation.io import read_table
+from segmentation.quality import (
+    QUARANTINE_REASONS,
+    QualityReport,
+    canonical_columns,
+    check_contract,
+    default_as_of,
+    label_rows,
+    parse_rows,
+    resolve_roles,
+)
+
+__all__ = ["compute_features"]
+
+log = logging.getLogger(__name__)
+
+
+def compute_features(
+    spark: SparkSession, cfg: AppConfig
+) -> tuple[DataFrame, DataFrame, QualityReport, list[DataFrame]]:
+    """Read and validate the transactions, check the quarantine, then compute the features.
+
+    Returns (features, quarantine, report, persisted): ``persisted`` are the labelled rows
+    and the per-customer activity, which the caller unpersists once the outputs are written
+    (they are unpersisted here when a check fails).
+    """
+    source = cfg.input.transactions
+    fcfg = cfg.features
+    products = cfg.input.products
+    raw = read_table(spark, source)
+    columns = resolve_roles(raw.columns, source.columns, source.explicit_roles)
+    check_contract(raw, columns, f"{source.format} input '{source.location}'", source.timestamp_unit)
+    if products.enabled and "product_id" not in columns:
+        raise ConfigError(
+            "input.products is enabled but the transactions have no product_id role: "
+            "set input.transactions.columns.product_id to the column holding the product id"
+        )
+    key_types = {role: raw.schema[name].dataType.simpleString() for role, name in columns.items()}
+    canonical = canonical_columns(raw, columns)
+    if not canonical.limit(1).collect():
+        raise ContractError(
+            f"{source.format} input '{source.location}' is empty: no transactions to build features from"
+        )
+    parsed = parse_rows(canonical, source.timestamp_unit)
+    as_of = fcfg.as_of or default_as_of(parsed)
+    if as_of is None:
+        raise ContractError(
+            f"column '{columns['timestamp']}' of '{source.location}' has no parseable timestamp; "
+            "expected timestamps such as 2024-05-31 12:00:00"
+        )
+    labelled = label_rows(parsed, as_of).persist(StorageLevel.MEMORY_AND_DISK)
+    persisted = [labelled]
+    try:
+        by_reason = {r["reason"]: r["count"] for r in labelled.groupBy("reason").count().collect()}
+        rows_kept = by_reason.pop(None, 0)
+        report = QualityReport(
+            as_of=as_of,
+            rows_read=rows_kept + sum(by_reason.values()),
+            rows_kept=rows_kept,
+            customers=0,
+            quarantined={reason: int(by_reason.get(reason, 0)) for reason in QUARANTINE_REASONS},
+        )
+        _check_kept_rows(report, fcfg.max_quarantine_share, source.location)
+        kept = labelled.where(F.col("reason").isNull())
+        if products.enabled:
+            kept, share, unknown = _with_products(
+                spark, kept, products, (columns["product_id"], key_types["product_id"])
+            )
+            report = dataclasses.replace(report, products_match_share=share, unknown_product_lines=unknown)
+        spend = F.when(F.col("amount") > 0, F.col("amount"))
+        has_category = "category" in kept.columns
+        categories = top_values(kept, "category", fcfg.top_categories, weight=spend) if has_category else []
+        channels = top_values(kept, "channel", fcfg.max_channels) if "channel" in columns else []
+        mixes = (
+            {a: top_values(kept, a, fcfg.top_categories, weight=spend) for a in products.attributes}
+            if products.enabled
+            else {}
+        )
+        # Persisted so the customer count, the median gap and the write read one aggregation, not three.
+        activity = customer_activity(
+            kept, as_of, categories, channels, trend_window_days=fcfg.trend_window_days, mixes=mixes
+        ).persist(StorageLevel.MEMORY_AND_DISK)
+        persisted.append(activity)
+        report = dataclasses.replace(report, customers=activity.count())
+        features = with_churn(
+            activity, typical_gap(activity, default=float(fcfg.trend_window_days)), fcfg.churn_gap_multiple
+        )
+        if cfg.input.customers.enabled:  # reads the customers table, which can be missing or wrong
+            key = (columns["customer_id"], key_types["customer_id"])
+            attrs, fill, share = _demographics(spark, cfg.input.customers, activity, key)
+            report = dataclasses.replace(report, customers_match_share=share)
+            # Customers without a row get the medians and no level of any categorical (all 0).
+            features = features.join(attrs, "customer_id", how="left").fillna(fill)
+    except BaseException:
+        for frame in persisted:
+            frame.unpersist()
+        raise
+    quarantine = labelled.where(F.col("reason").isNotNull()).select(
+        "customer_id",
+        *(["transaction_id"] if "transaction_id" in columns else []),
+        F.col("timestamp_raw").cast("string").alias("timestamp"),
+        F.col("amount_raw").cast("string").alias("amount"),
+        "reason",
+        F.lit(as_of).alias("as_of"),
+    )
+    return features, quarantine, report, persisted
+
+
+def _check_kept_rows(report: QualityReport, max_share: float, location: str) -> None:
+    """Stop before any aggregation when too much was quarantined or nothing was kept."""
+    if report.quarantined_share > max_share:
+        raise QuarantineThresholdError(
+            f"{report.rows_quarantined} of {report.rows_read} rows ({report.quarantined_share:.2%}) of "
+            f"'{location}' were quarantined, over features.max_quarantine_share={max_share}; "
+            f"reasons: {', '.join(f'{k}={v}' for k, v in report.quarantined.items() if v)}. Nothing was written"
+        )
+    if report.rows_kept == 0:
+        raise ContractError(f"no valid transaction left in '{location}'; nothing was written")
+
+
+def _demographics(
+    spark: SparkSession, customers: CustomersInput, activity: DataFrame, key: tuple[str, str]
+) -> tuple[DataFrame, dict[str, float], float]:
+    """The encoded attributes of ``input.customers``, the fill values for customers without a
+    row, and the share of ``activity``'s customers that have one.
+
+    Raises :class:`JoinMatchError` when that share is below ``customers.min_match_share``. An
+    attribute that is null for every matched customer is dropped with a warning.
+    """
+    wanted = list(dict.fromkeys([customers.customer_id, *customers.numeric, *customers.categorical]))
+    table = read_table(spark, customers, columns=wanted)
+    attrs = table.withColumn("customer_id", F.col(customers.customer_id).cast("string"))
+    attrs = attrs.select("customer_id", *[c for c in wanted if c != customers.customer_id])
+    attrs = attrs.where(F.col("customer_id").isNotNull()).dropDuplicates(["customer_id"])
+    numeric, categorical = list(customers.numeric), list(customers.categorical)
+    counts = (
+        activity.select("customer_id")
+        .join(attrs.withColumn("_matched", F.lit(1)), "customer_id", how="left")
+        .agg(
+            F.count(F.lit(1)).alias("_customers"),
+            F.count("_matched").alias("_matched"),
+            *[F.count(F.col(c).cast("double")).alias(c) for c in numeric],
+            *[F.count(c).alias(c) for c in categorical if c not in numeric],
+        )
+        .first()
+        .asDict()
+    )
+    total, matched = counts.pop("_customers"), counts.pop("_matched")
+    share = matched / total if total else 0.0
+    log.info(
+        "input.customers '%s': %d of %d customers (%.2f%%) have a row", customers.location, matched, total, 100 * share
+    )
+    if share < customers.min_match_share:
+        raise JoinMatchError(
+            f"only {matched} of {total} customers ({share:.2%}) of the transactions (column '{key[0]}', {key[1]}) "
+            f"have a row in input.customers '{customers.location}' (column '{customers.customer_id}', "
+            f"{table.schema[customers.customer_id].dataType.simpleString()}), below "
+            f"input.customers.min_match_share={customers.min_match_share}. "
+            + _unmatched(activity, attrs, table, customers.customer_id, key[1])
+            + ". Make both columns hold the same ids in the same form, or lower input.customers.min_match_share"
+        )
+    empty = [c for c, n in counts.items() if n == 0]
+    if empty:
+        log.warning("input.customers: attribute(s) %s are null for every matched customer; dropped", empty)
+        numeric = [c for c in numeric if c not in empty]
+        categorical = [c for c in categorical if c not in empty]
+    medians = {}
+    if numeric:
+        values = attrs.select([F.col(c).cast("double").alias(c) for c in numeric])
+        quantiles = values.approxQuantile(numeric, [0.5], 0.001)
+        medians = {c: (q[0] if q else 0.0) for c, q in zip(numeric, quantiles, strict=True)}
+    levels = {c: top_values(attrs, c, customers.max_levels) for c in categorical}
+    encoded = demographic_features(attrs, numeric, categorical, levels, medians)
+    fill = {c: medians.get(c, 0.0) if c in numeric else 0.0 for c in encoded.columns if c != "customer_id"}
+    return encoded, fill, share
+
+
+def _with_products(
+    spark: SparkSession, kept: DataFrame, products: ProductsInput, key: tuple[str, str]
+) -> tuple[DataFrame, float, int]:
+    """``kept`` with the product attributes joined on ``product_id`` (left, the dimension broadcast),
+    the share of lines whose product is known, and the number of lines whose product is not.
+
+    A line of an unknown product keeps its amount; its category and attributes are ``unknown``.
+    ``products.category`` replaces the transactions' own category. Raises :class:`JoinMatchError`
+    when the share is below ``products.min_match_share``.
+    """
+    clash = [a for a in products.attributes if a in kept.columns]
+    if clash:
+        raise ConfigError(
+            f"input.products.attributes {clash} clash with the transaction columns {kept.columns}; "
+            "rename them in the product table"
+        )
+    wanted = list(dict.fromkeys([products.product_id, *([products.category] if products.category else []),
+                                 *products.attributes]))  # fmt: skip
+    table = read_table(spark, products, columns=wanted)
+    attributes = ([("category", products.category)] if products.category else []) + [
+        (a, a) for a in products.attributes
+    ]
+    dims = (
+        table.select(
+            F.col(products.product_id).cast("string").alias("product_id"),
+            *[F.col(column).cast("string").alias(f"_p_{role}") for role, column in attributes],
+            F.lit(True).alias("_known"),
+        )
+        .where(F.col("product_id").isNotNull())
+        .dropDuplicates(["product_id"])
+    )
+    base = kept.drop("category") if products.category else kept
+    joined = base.join(F.broadcast(dims), "product_id", how="left")
+    lines, matched = joined.agg(F.count(F.lit(1)), F.count("_known")).first()
+    share = matched / lines if lines else 0.0
+    log.info(
+        "input.products '%s': %d of %d kept lines (%.2f%%) found their product; %d lines of unknown products",
+        products.location, matched, lines, 100 * share, lines - matched,
+    )  # fmt: skip
+    if share < products.min_match_share:
+        raise JoinMatchError(
+            f"only {matched} of {lines} kept lines ({share:.2%}) of the transactions (column '{key[0]}', {key[1]}) "
+            f"found their product in input.products '{products.location}' (column '{products.product_id}', "
+            f"{table.schema[products.product_id].dataType.simpleString()}), below "
+            f"input.products.min_match_share={products.min_match_share}. "
+            + _unmatched(
+                joined.where(F.col("_known").isNull()), dims, table, products.product_id, key[1], column="product_id"
+            )  # fmt: skip
+            + ". Make both columns hold the same ids in the same form, or lower input.products.min_match_share"
+        )
+    filled = joined.withColumns(
+        {role: F.coalesce(F.col(f"_p_{role}"), F.lit("unknown")) for role, _ in attributes}
+    ).drop(*[f"_p_{role}" for role, _ in attributes], "_known")
+    return filled, share, lines - matched
+
+
+def _unmatched(
+    left: DataFrame, right: DataFrame, table: DataFrame, table_key: str, left_type: str, column: str = "customer_id"
+) -> str:
+    """A few ids of each side that the other lacks, shown as their types print them ('0042' vs 42)."""
+    numeric_left = left_type != "string"
+    ours = [r[0] for r in left.select(column).where(F.col(column).isNotNull()).join(
+        right.select(column), column, how="left_anti").distinct().limit(5).collect()]  # fmt: skip
+    theirs_keys = table.select(F.col(table_key)).where(F.col(table_key).isNotNull())
+    theirs = [r[0] for r in theirs_keys.join(
+        left.select(F.col(column).alias("_k")), F.col(table_key).cast("string") == F.col("_k"), how="left_anti"
+    ).distinct().limit(5).collect()]  # fmt: skip
+    show_ours = ", ".join(v if numeric_left else repr(v) for v in ours) or "none"
+    show_theirs = ", ".join(repr(v) if isinstance(v, str) else str(v) for v in theirs) or "none"
+    return f"Ids in the transactions without a match: {show_ours}; ids in the table without a match: {show_theirs}"

@@ -1,0 +1,107 @@
+"""The sweep: fit and evaluate every (algorithm, k) of ``training`` on the sample of prepared vectors.
+
+Candidates are fitted in parallel (``training.selection.parallelism`` threads share the one
+Spark session); stability refits run afterwards, for every candidate or only for the ones
+that can still win (``selection.stability_scope``). Nothing here logs or writes: the
+publish step turns the records into MLflow child runs.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from segmentation.config import TrainingConfig
+from segmentation.evaluation import adjusted_rand_index, evaluate_clustering
+from segmentation.models import build_estimator
+from segmentation.selection import stability_needed
+
+__all__ = ["Candidate", "Sweep", "run_sweep"]
+
+Candidate = tuple[str, int]  # (algorithm, k)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Every candidate in sweep order with its fitted model, its record (metrics and seconds) and
+    the wall-clock time its fit began."""
+
+    candidates: list[Candidate]
+    models: dict[Candidate, Any]
+    records: dict[Candidate, dict[str, Any]]
+    started: dict[Candidate, float]
+
+    def ordered_records(self) -> list[dict[str, Any]]:
+        return [self.records[c] for c in self.candidates]
+
+
+def _fit_candidate(
+    algorithm: str, k: int, tcfg: TrainingConfig, sample: DataFrame, stability: float | None
+) -> tuple[Any, dict[str, Any], float]:
+    """Fit one (algorithm, k) on the sample and evaluate it: (model, sweep record, wall-clock start).
+
+    The record times the fit and the metrics apart; ``stability`` is its stability until
+    measured (None, or NaN when the check is off).
+    """
+    wall_start, started = time.time(), time.perf_counter()
+    model = build_estimator(algorithm, k, tcfg, tcfg.seed).fit(sample)
+    fitted = time.perf_counter()
+    predictions = model.transform(sample).persist()
+    metrics = evaluate_clustering(model, predictions, "features", "prediction", algorithm)
+    predictions.unpersist()
+    seconds = {"fit_seconds": fitted - started, "metrics_seconds": time.perf_counter() - fitted}
+    return model, {"algorithm": algorithm, "k": k, **metrics, "stability_ari": stability, **seconds}, wall_start
+
+
+def _stability(
+    algorithm: str, k: int, model: Any, tcfg: TrainingConfig, sample: DataFrame, seeds: list[int]
+) -> tuple[float, float]:
+    """(mean adjusted Rand index between the model and fits with other seeds on the same rows, seconds)."""
+    started = time.perf_counter()
+    base = model.transform(sample).select("customer_id", "features", F.col("prediction").alias("base"))
+    scores = []
+    for seed in seeds:
+        estimator = build_estimator(
+            algorithm, k, tcfg, seed, prediction_col="prediction_alt", probability_col="probability_alt"
+        )
+        scores.append(adjusted_rand_index(estimator.fit(sample).transform(base), "base", "prediction_alt"))
+    return float(sum(scores) / len(scores)), time.perf_counter() - started
+
+
+def run_sweep(tcfg: TrainingConfig, sample: DataFrame) -> Sweep:
+    """Fit and evaluate every (algorithm, k), then measure stability where ``stability_scope`` asks.
+
+    A record's ``stability_seconds`` is None where its stability was not measured, and its
+    ``candidate_seconds`` sums the fit, the metrics and the stability.
+    """
+    sel = tcfg.selection
+    seeds = [tcfg.seed + i for i in range(1, sel.stability_seeds)]
+    candidates = [(a, k) for a in tcfg.algorithms for k in range(tcfg.k_min, tcfg.k_max + 1)]
+    unmeasured = None if seeds else float("nan")
+
+    def pending() -> list[tuple[str, int]]:
+        if not seeds:
+            return []
+        if sel.stability_scope == "all":
+            return [c for c in candidates if records[c]["stability_ari"] is None]
+        rule = (sel.min_cluster_share, sel.min_stability, sel.silhouette_tolerance)
+        return stability_needed(list(records.values()), tcfg.algorithms, *rule)
+
+    with ThreadPoolExecutor(sel.parallelism) as pool:
+        fitted = pool.map(lambda c: _fit_candidate(*c, tcfg, sample, unmeasured), candidates)
+        fits = dict(zip(candidates, fitted, strict=True))
+        models = {c: fit[0] for c, fit in fits.items()}
+        records = {c: {**fit[1], "stability_seconds": None} for c, fit in fits.items()}
+        while todo := pending():
+            scores = pool.map(lambda c: _stability(*c, models[c], tcfg, sample, seeds), todo)
+            for c, (ari, seconds) in zip(todo, scores, strict=True):
+                records[c].update(stability_ari=ari, stability_seconds=seconds)
+    for record in records.values():
+        steps = ("fit_seconds", "metrics_seconds", "stability_seconds")
+        record["candidate_seconds"] = sum(record[step] or 0.0 for step in steps)
+    return Sweep(candidates, models, records, {c: fit[2] for c, fit in fits.items()})

@@ -1,0 +1,283 @@
+"""The training stages, each a function from typed inputs to a typed output.
+
+``prepare`` fits the preprocessing and persists the vectors (and a sample of them), the
+sweep (:mod:`segmentation.sweep`) fits every candidate on the sample, ``finalise``
+chooses the champion, refits it on every customer and gives its clusters stable segment
+ids, ``describe`` names and explains the segments, and ``compare`` measures what a
+promotion would change against the current champion. None of them logs to MLflow or
+writes a table: :mod:`segmentation.training_publish` does both, once, at the end.
+
+Frames a stage persists go through the ``persist`` callable of
+:func:`segmentation.snapshots.persisting`, which releases them however the run ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pyspark.ml import PipelineModel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from segmentation import tracking
+from segmentation.config import AppConfig, TrainingConfig
+from segmentation.errors import ContractError
+from segmentation.evaluation import adjusted_rand_index, evaluate_clustering
+from segmentation.identity import (
+    IdentityMapping,
+    SegmentRelabeler,
+    centroid_distances,
+    contingency,
+    initial_mapping,
+    match_segments,
+)
+from segmentation.io import read_table
+from segmentation.models import build_estimator
+from segmentation.monitoring import drift_report, migration_matrix
+from segmentation.preprocessing import drop_degenerate_columns, fit_preprocessing, resolve_feature_columns
+from segmentation.profiles import SegmentDescription, describe_segments
+from segmentation.selection import Choice, choose
+from segmentation.snapshots import training_reference, with_clv
+from segmentation.sweep import Sweep
+
+__all__ = [
+    "Champion",
+    "Comparison",
+    "Final",
+    "Laps",
+    "Prepared",
+    "Trained",
+    "compare",
+    "current_champion",
+    "describe",
+    "finalise",
+    "prepare",
+]
+
+log = logging.getLogger(__name__)
+
+SEGMENT_COL = "segment"
+CLUSTER_COL = "cluster"
+
+Persist = Callable[[DataFrame], DataFrame]
+
+
+class Laps:
+    """Wall-clock seconds per stage: ``laps("sweep")`` closes the stage that began at the previous call."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def __call__(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self._last
+        self._last = now
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The model behind ``mlflow.alias`` when the run starts: what a retrain is matched and compared to."""
+
+    loaded: tracking.LoadedModel
+    identity: IdentityMapping
+    tags: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    snapshot: DataFrame  # the feature rows of as_of
+    as_of: str
+    feature_cols: list[str]
+    preprocessing: PipelineModel
+    vectors: DataFrame  # customer_id, features of every customer (persisted)
+    sample: DataFrame  # the rows the sweep fits on (persisted; ``vectors`` itself when it is small)
+    n_customers: int
+    n_sample: int
+
+
+@dataclass(frozen=True)
+class Final:
+    choice: Choice
+    cluster_model: Any
+    model: PipelineModel  # preprocessing, the champion refitted on every customer, the relabelling
+    assigned: DataFrame  # the snapshot with features, cluster and stable segment (prediction); persisted
+    identity: IdentityMapping
+    old_segments: DataFrame | None  # the champion's segments of these customers
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What promoting the new model would change (see :func:`compare`)."""
+
+    previous_version: str
+    migration: pd.DataFrame
+    metrics: dict[str, float]
+    drift: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Trained:
+    """Everything the stages computed; the publish step logs and writes it."""
+
+    prepared: Prepared
+    sweep: Sweep
+    final: Final
+    description: SegmentDescription
+    comparison: Comparison | None
+    quality: dict[str, float]
+    previous: Champion | None  # the champion when the run started
+
+
+def current_champion(cfg: AppConfig) -> Champion | None:
+    """The verified champion model with its segment identity and run tags, or None when there is none."""
+    loaded = tracking.registered_model(cfg.mlflow.registered_model, cfg.mlflow.alias)
+    if loaded is None:
+        log.info("no previous champion: segment ids are the cluster numbers")
+        return None
+    stored = tracking.load_run_dict(loaded.run_id, tracking.IDENTITY_ARTIFACT)
+    identity = IdentityMapping.from_dict(stored) if stored else initial_mapping(0)
+    return Champion(loaded, identity, tracking.run_tags(loaded.run_id))
+
+
+def prepare(snapshot: DataFrame, as_of: str, tcfg: TrainingConfig, persist: Persist) -> Prepared:
+    """Resolve the feature columns, fit the preprocessing, persist its vectors and draw the sweep's sample
+    (about ``selection.sample_size`` rows)."""
+    feature_cols = drop_degenerate_columns(snapshot, resolve_feature_columns(snapshot, tcfg))
+    preprocessing = fit_preprocessing(snapshot, feature_cols, tcfg)
+    vectors = persist(preprocessing.transform(snapshot).select("customer_id", "features"))
+    n_customers = vectors.count()
+    if n_customers < tcfg.k_max:
+        raise ContractError(
+            f"feature snapshot {as_of} has {n_customers} customers, fewer than training.k_max={tcfg.k_max}"
+        )
+    fraction = min(1.0, tcfg.selection.sample_size / n_customers)
+    sample = vectors if fraction >= 1.0 else persist(vectors.sample(False, fraction, tcfg.seed))
+    n_sample = sample.count()
+    log.info("sweeping %s, k=%d..%d on %d of %d customers", tcfg.algorithms, tcfg.k_min, tcfg.k_max, n_sample,
+             n_customers)  # fmt: skip
+    return Prepared(snapshot, as_of, feature_cols, preprocessing, vectors, sample, n_customers, n_sample)
+
+
+def finalise(
+    spark: SparkSession, cfg: AppConfig, prepared: Prepared, sweep: Sweep, previous: Champion | None, persist: Persist
+) -> Final:
+    """Choose the champion, refit it on every customer, give its clusters stable ids and assign them."""
+    tcfg, sel = cfg.training, cfg.training.selection
+    choice = choose(sweep.ordered_records(), tcfg.algorithms, sel.min_cluster_share, sel.min_stability,
+                    sel.silhouette_tolerance)  # fmt: skip
+    champion, k = choice.champion, choice.champion_k
+    log.info("champion: %s with k=%d", champion, k)
+    cluster_model = sweep.models[(champion, k)]
+    if prepared.sample is not prepared.vectors:
+        cluster_model = build_estimator(champion, k, tcfg, tcfg.seed).fit(prepared.vectors)
+    cluster_model.setPredictionCol(CLUSTER_COL)
+    snapshot = prepared.snapshot
+    clustered = cluster_model.transform(prepared.preprocessing.transform(snapshot))
+    identity, old_segments = _stable_identity(cfg, previous, snapshot, clustered, k)
+    relabel = SegmentRelabeler(mapping=identity.cluster_to_segment)
+    model = PipelineModel(stages=[*prepared.preprocessing.stages, cluster_model, relabel])
+    assigned = persist(model.transform(snapshot))
+    metrics = evaluate_clustering(cluster_model, assigned, "features", CLUSTER_COL, champion)
+    if tcfg.ground_truth.enabled:
+        metrics["ground_truth_ari"] = _ground_truth_ari(spark, tcfg, assigned)
+    return Final(choice, cluster_model, model, assigned, identity, old_segments, metrics)
+
+
+def _ground_truth_ari(spark: SparkSession, tcfg: TrainingConfig, assigned: DataFrame) -> float:
+    """Adjusted Rand index between the segments and ``training.ground_truth``'s planted labels."""
+    label = tcfg.ground_truth.label_column
+    truth = read_table(spark, tcfg.ground_truth, columns=["customer_id", label])
+    joined = assigned.select("customer_id", F.col("prediction").cast("int").alias(SEGMENT_COL)).join(
+        truth.select("customer_id", F.col(label).alias("planted_segment")), "customer_id"
+    )
+    ari = adjusted_rand_index(joined, SEGMENT_COL, "planted_segment")
+    log.info("adjusted Rand index against the planted segments: %.3f", ari)
+    return ari
+
+
+def _stable_identity(
+    cfg: AppConfig, previous: Champion | None, snapshot: DataFrame, clustered: DataFrame, k: int
+) -> tuple[IdentityMapping, DataFrame | None]:
+    """Match the new clusters to the current champion's segments (see ``segmentation.identity``).
+
+    Also returns the champion's segments for this snapshot (``customer_id``, ``segment``),
+    or ``None`` when there is no champion or it cannot score these features.
+    """
+    if previous is None:
+        return initial_mapping(k), None
+    old_version = previous.loaded.version
+    try:
+        old = previous.loaded.model.transform(snapshot).select(
+            "customer_id", F.col("prediction").cast("int").alias("old_segment")
+        )
+    except Exception as exc:  # noqa: BLE001 - a champion on other features cannot be compared
+        log.warning("champion version %s cannot score this snapshot (%s); all segments get new ids", old_version, exc)
+        return match_segments(previous.identity, [], [], np.zeros((0, 0)), n_clusters=k), None
+    joined = clustered.select("customer_id", "features", CLUSTER_COL).join(old, "customer_id", how="inner")
+    old_ids, new_clusters, counts = contingency(joined, "old_segment", CLUSTER_COL)
+    icfg = cfg.training.identity
+    distances = centroid_distances(joined, "features", "old_segment", CLUSTER_COL, old_ids, new_clusters)
+    log.info("matching %d new clusters to %d segments of champion version %s", k, len(old_ids), old_version)
+    mapping = match_segments(previous.identity, old_ids, new_clusters, counts, n_clusters=k, method=icfg.method,
+                             distances=distances, min_overlap=icfg.min_overlap,
+                             max_centroid_distance=icfg.max_centroid_distance)  # fmt: skip
+    return mapping, old.withColumnRenamed("old_segment", SEGMENT_COL)
+
+
+def describe(spark: SparkSession, cfg: AppConfig, prepared: Prepared, final: Final) -> SegmentDescription:
+    """Profile, name and explain the segments in raw units (with the CLV job's values when it scored
+    this snapshot); kept segments keep their names, ``profiles.names`` wins over both."""
+    raw = prepared.snapshot.join(
+        final.assigned.select("customer_id", F.col("prediction").cast("int").alias(SEGMENT_COL)), "customer_id"
+    )
+    pcfg = cfg.profiles
+    return describe_segments(
+        with_clv(spark, cfg, raw, prepared.as_of),
+        prepared.feature_cols,
+        names={**final.identity.names, **pcfg.names},
+        rule_depth=pcfg.rule_depth,
+        horizon_days=pcfg.value_horizon_days,
+        top_n=pcfg.top_recommendations,
+        seed=cfg.training.seed,
+    )
+
+
+def compare(spark: SparkSession, cfg: AppConfig, prepared: Prepared, final: Final, previous: Champion | None
+            ) -> Comparison | None:  # fmt: skip
+    """What a promotion would change, or None without a champion that can score this snapshot.
+
+    * migration: the champion's segments vs the new (stable) segments of this snapshot's
+      customers, as a matrix and ``migration_stability``;
+    * centre movement: the distance (scaled feature space of the new model) between each
+      kept segment's old and new centre, as ``centre_shift_mean``/``centre_shift_max``;
+    * drift: PSI of every feature between the champion's training snapshot and this one,
+      and the segment-share shift between the champion's training assignments and these.
+    """
+    if previous is None or final.old_segments is None:
+        return None
+    new_segments = final.assigned.select("customer_id", F.col("prediction").cast("int").alias(SEGMENT_COL))
+    migration, stability = migration_matrix(final.old_segments, new_segments)
+    version = previous.loaded.version
+    metrics = {"migration_stability": stability, "previous_champion_version": float(version)}
+    shifts = [d["centroid_distance"] for d in final.identity.decisions if d["decision"] == "kept"]
+    shifts = [x for x in shifts if x is not None]
+    if shifts:
+        metrics |= {"centre_shift_mean": float(np.mean(shifts)), "centre_shift_max": float(np.max(shifts))}
+    reference_features, reference_segments = training_reference(spark, cfg, version, previous.tags)
+    drift = None
+    if reference_features is not None and reference_segments is not None:
+        common = [c for c in previous.loaded.input_columns if c in prepared.feature_cols] or prepared.feature_cols
+        report = drift_report(reference_features, prepared.snapshot, reference_segments, new_segments, common,
+                              cfg.scoring.psi_threshold, cfg.scoring.share_shift_threshold)  # fmt: skip
+        metrics |= report.metrics()
+        drift = report.summary()
+    log.info("retraining vs champion version %s: %.1f%% of customers keep their segment", version, 100 * stability)
+    return Comparison(version, migration, metrics, drift)
