@@ -18,30 +18,45 @@ from segmentation.sweep import run_sweep
 from segmentation.training_pipeline import run_training
 
 
-def test_parent_and_one_child_per_algorithm_and_k(trained):
+@pytest.fixture(scope="module")
+def runs(trained):
+    """The trained fixture's parent run and its child runs."""
     cfg, result = trained
-    client = MlflowClient()
-    experiment = client.get_experiment_by_name("test-segmentation")
-    runs = client.search_runs([experiment.experiment_id])
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == result.run_id]
+    client = MlflowClient(cfg.mlflow.tracking_uri)
+    experiment = client.get_experiment_by_name(cfg.mlflow.experiment)
+    children = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{result.run_id}'")
+    return client.get_run(result.run_id), children
+
+
+STABILITY = {"stability_ari", "stability_seconds"}
+
+
+def test_one_child_run_per_algorithm_and_k_with_the_same_params_and_metrics(runs):
+    _, children = runs
     assert sorted((r.data.tags["algorithm"], r.data.tags["k"]) for r in children) == sorted(
         (a, str(k)) for a in ("kmeans", "bisecting_kmeans", "gaussian_mixture") for k in range(2, 9)
     )
     assert len({tuple(sorted(r.data.params)) for r in children}) == 1
-    # The same metric columns for every candidate, but for the stability of those the rule did
-    # not need (stability_scope: shortlist): left out, not logged as a number.
-    stability = {"stability_ari", "stability_seconds"}
-    assert len({tuple(sorted(set(r.data.metrics) - stability)) for r in children}) == 1
+    # The same metric columns for every candidate but the stability (see the next test).
+    assert len({tuple(sorted(set(r.data.metrics) - STABILITY)) for r in children}) == 1
     assert {"silhouette", "wssse", "davies_bouldin", "calinski_harabasz", "bic", "fit_seconds", "metrics_seconds",
             "candidate_seconds"} <= set(children[0].data.metrics)  # fmt: skip
-    measured = {(r.data.tags["algorithm"], int(r.data.tags["k"])) for r in children if stability <= set(r.data.metrics)}
-    assert all(stability <= set(r.data.metrics) for r in children if "stability_seconds" in r.data.metrics)
+    assert all(r.info.status == "FINISHED" for r in children)
+
+
+def test_stability_is_logged_only_where_the_rule_measured_it(trained, runs):
+    _, result = trained
+    _, children = runs
+    measured = {(r.data.tags["algorithm"], int(r.data.tags["k"])) for r in children if STABILITY <= set(r.data.metrics)}
+    assert all(STABILITY <= set(r.data.metrics) for r in children if "stability_seconds" in r.data.metrics)
     assert set(result.choice.chosen_k.items()) <= measured < {(r["algorithm"], r["k"]) for r in result.records}
     rationale = result.choice.rationale["per_algorithm"]
     assert sum(len(v["unmeasured_k"]) for v in rationale.values()) == len(children) - len(measured)
-    assert all(r.info.status == "FINISHED" for r in children)
-    # The UI's Duration column shows each candidate's fit and metrics (to the millisecond).
-    for r in children:
+
+
+def test_a_childs_duration_is_its_fit_and_metrics_and_its_total_adds_stability(runs):
+    _, children = runs
+    for r in children:  # the UI's Duration column, to the millisecond
         m = r.data.metrics
         assert (r.info.end_time - r.info.start_time) / 1000 == pytest.approx(
             m["fit_seconds"] + m["metrics_seconds"], abs=0.002
@@ -49,30 +64,45 @@ def test_parent_and_one_child_per_algorithm_and_k(trained):
         assert m["candidate_seconds"] == pytest.approx(
             m["fit_seconds"] + m["metrics_seconds"] + m.get("stability_seconds", 0.0)
         )
-    parent = client.get_run(result.run_id)
+
+
+def test_the_parent_run_names_the_champion_the_snapshot_its_version_and_the_quality_counts(trained, runs):
+    _, result = trained
+    parent, _ = runs
     assert parent.info.status == "FINISHED"
     tags = parent.data.tags
     assert tags["algorithm"] == result.champion and tags["k"] == str(result.k)
     assert tags["feature_snapshot"] == result.as_of and tags["input_delta_version"] == "0"
     assert int(tags["dq_rows_read"]) == 30000
+
+
+def test_the_parent_run_holds_the_charts_selection_identity_and_profiles(trained):
+    cfg, result = trained
+    client = MlflowClient(cfg.mlflow.tracking_uri)
     folders = ("charts", "selection", "identity", "profiles")
     artifacts = {f.path for d in folders for f in client.list_artifacts(result.run_id, d)}
     expected = {
         "charts/elbow.png", "charts/silhouette.png", "charts/bic.png", "charts/pca_scatter.png",
-        "selection/chosen_k_rationale.json", "selection/sweep.csv", "identity/segment_mapping.json",
-        "profiles/segment_profile.csv",
+        tracking.RATIONALE_ARTIFACT, tracking.SWEEP_ARTIFACT, tracking.IDENTITY_ARTIFACT, tracking.PROFILE_ARTIFACT,
     }  # fmt: skip
     assert expected <= artifacts
-    # Each stage's wall-clock time is a parent metric (compare runs by where their time went);
-    # the sweep's share is at least its longest candidate's fit.
+
+
+def test_each_stages_seconds_are_parent_metrics_and_the_sweep_covers_its_longest_candidate(trained, runs):
+    _, result = trained
+    parent, children = runs
     stages = ["prepare", "sweep", "refit", "profile", "charts", "log_model", "register", "write"]
     assert list(result.seconds) == stages
     assert {f"seconds_{s}": pytest.approx(v) for s, v in result.seconds.items()} == {
         m: v for m, v in parent.data.metrics.items() if m.startswith("seconds_")
     }
     assert result.seconds["sweep"] >= max(r.data.metrics["candidate_seconds"] for r in children) > 0
-    # Candidates are fitted from selection.parallelism (2) driver threads: never more than two at
-    # once, and the first two start together.
+
+
+def test_candidates_are_fitted_two_at_a_time(trained, runs):
+    """selection.parallelism (2) driver threads: never more than two fits at once, the first two together."""
+    cfg, _ = trained
+    _, children = runs
     spans = sorted((r.info.start_time, r.info.end_time) for r in children)
     events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
     running = [sum(step for _, step in events[: i + 1]) for i in range(len(events))]
