@@ -109,6 +109,13 @@ def stop_process_group(process: subprocess.Popen) -> None:
             os.killpg(process.pid, signal.SIGKILL)
 
 
+@pytest.fixture(autouse=True)
+def _mlflow_state():
+    """Every test gets back the MLflow state it started with, whatever it (or a job it ran) configured."""
+    with mlflow_state_restored():
+        yield
+
+
 @contextmanager
 def mlflow_state_restored():
     """``tracking.configure`` sets process-wide MLflow state (URIs, active experiment and their

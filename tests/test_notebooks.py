@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from segmentation import notebook, tracking
+from segmentation import notebook
 from segmentation.config import load_config
 from segmentation.generator import generate
 from segmentation.io import write_table
@@ -31,7 +31,7 @@ def test_notebooks_are_databricks_source_files():
         assert "def " not in text and "class " not in text  # no logic of their own
 
 
-def test_every_notebook_runs_in_order_on_demo_data(spark, tmp_path, capsys):
+def test_every_notebook_runs_in_order_on_demo_data(spark, tmp_path):
     data = tmp_path / "data"
     overlay = {
         "input": {"transactions": {"path": str(data / "tx")}, "customers": {"path": str(data / "customers")}},
@@ -60,18 +60,35 @@ def test_every_notebook_runs_in_order_on_demo_data(spark, tmp_path, capsys):
         "03_inspect_and_name_segments.py": common,
         "04_score.py": common,
     }
-    outputs = {}
-    try:
-        for path in NOTEBOOKS:
-            runpy.run_path(str(path), init_globals={"spark": spark, "NOTEBOOK_PARAMS": params[path.name]})
-            outputs[path.name] = capsys.readouterr().out
-    finally:
-        tracking.configure(load_config([Path(__file__).resolve().parent.parent / "conf" / "base.yaml"]).mlflow)
-    assert "built snapshot" in outputs["01_explore_features.py"] and "customers" in outputs["01_explore_features.py"]
-    assert "champion:" in outputs["02_train_and_compare.py"] and "silhouette" in outputs["02_train_and_compare.py"]
-    assert "rule fidelity" in outputs["03_inspect_and_name_segments.py"]
-    assert "scored" in outputs["04_score.py"] and "customers per segment" in outputs["04_score.py"]
-    assert (data / "current").is_dir() and any((tmp_path / "reports").glob("*.html"))
+    ran = {}  # each notebook's globals after it ran: what an analyst would look at in its cells
+    for path in NOTEBOOKS:
+        ran[path.stem[:2]] = runpy.run_path(str(path), init_globals={"spark": spark,
+                                                                     "NOTEBOOK_PARAMS": params[path.name]})  # fmt: skip
+    explore, train, inspect, score = (ran[n] for n in ("01", "02", "03", "04"))
+    customers = explore["snapshot"].count()
+    assert str(explore["report"].as_of) == str(explore["newest"]) and explore["report"].customers == customers > 0
+
+    result = train["result"]
+    assert sorted((r["tags.algorithm"], r["tags.k"]) for _, r in train["children"].iterrows()) == [
+        ("bisecting_kmeans", "2"),
+        ("bisecting_kmeans", "3"),
+        ("kmeans", "2"),
+        ("kmeans", "3"),
+    ]
+    assert train["children"]["metrics.silhouette"].notna().all()
+    assert train["rationale"]["champion"]["algorithm"] == result.champion
+    assert train["rationale"]["champion"]["k"] == result.k in (2, 3)
+
+    assert inspect["run_id"] == result.run_id and inspect["model_version"] == result.model_version
+    profile = inspect["profiles"].toPandas()
+    assert len(profile) == result.k and profile["customers"].sum() == customers
+    assert 0 < inspect["rules"]["fidelity"] <= 1 and inspect["html"].lstrip().lower().startswith("<!doctype html")
+
+    scored = score["result"]
+    assert (scored.customers, scored.model_version, scored.as_of) == (customers, result.model_version, result.as_of)
+    current = spark.read.format("delta").load(str(data / "current"))
+    assert current.count() == customers and sum(scored.segment_counts.values()) == customers
+    assert any((tmp_path / "reports").glob("*.html"))
 
 
 def test_notebook_parameters_use_widgets_when_databricks_provides_them():

@@ -246,18 +246,15 @@ def test_a_tampered_model_is_refused(spark, scoring, tmp_path):
 
 def test_the_job_exits_2_with_one_line_when_no_model_is_registered(tmp_path, capsys, scoring):
     cfg, *_ = scoring
-    try:
-        code = score_customers.main(
-            [
-                "--config", str(Path(__file__).resolve().parent.parent / "conf" / "base.yaml"),
-                "--set", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'empty.db'}",
-                "--set", f"mlflow.artifact_location={tmp_path / 'artifacts'}",
-                "--set", f"features.output.path={cfg.features.output.path}",
-                "--set", f"scoring.current.path={tmp_path / 'current'}",
-            ]
-        )  # fmt: skip
-    finally:  # the job pointed MLflow at its own store; later tests use the shared one
-        tracking.configure(cfg.mlflow)
+    code = score_customers.main(
+        [
+            "--config", str(Path(__file__).resolve().parent.parent / "conf" / "base.yaml"),
+            "--set", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'empty.db'}",
+            "--set", f"mlflow.artifact_location={tmp_path / 'artifacts'}",
+            "--set", f"features.output.path={cfg.features.output.path}",
+            "--set", f"scoring.current.path={tmp_path / 'current'}",
+        ]
+    )  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert err[-1].startswith("score_customers: error: registered model 'customer-segments@champion' not found")

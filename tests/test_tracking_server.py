@@ -17,7 +17,6 @@ import pytest
 from conftest import free_port, make_config, stop_process_group
 from mlflow.tracking import MlflowClient
 
-from segmentation import tracking
 from segmentation.errors import ContractError
 from segmentation.scoring_pipeline import run_scoring
 from segmentation.training_pipeline import run_training
@@ -53,7 +52,6 @@ def server(tmp_path_factory, trained):
     finally:
         stop_process_group(process)
         log.close()
-        tracking.configure(trained[0].mlflow)  # later tests use the shared SQLite store again
 
 
 def _server_config(trained, url, root, **extra):
