@@ -41,7 +41,7 @@ from segmentation.config import AppConfig, ClvConfig  # noqa: E402
 from segmentation.errors import ContractError  # noqa: E402
 from segmentation.feature_table import compute_features  # noqa: E402
 from segmentation.io import read_table, write_table  # noqa: E402
-from segmentation.snapshots import read_snapshot  # noqa: E402
+from segmentation.snapshots import persisting, read_snapshot  # noqa: E402
 
 __all__ = ["ClvResult", "Collapsed", "calibration_and_holdout", "collapse", "fit", "run_clv"]
 
@@ -131,18 +131,15 @@ def calibration_and_holdout(spark: SparkSession, cfg: AppConfig) -> tuple[DataFr
     end = cfg.features.as_of or _newest_transaction_day(spark, cfg)
     cal_end = end - dt.timedelta(days=cfg.clv.holdout_days)
 
-    def at(as_of: dt.date) -> tuple[DataFrame, list[DataFrame]]:
+    def at(as_of: dt.date, persist) -> DataFrame:
         features_cfg = cfg.features.model_copy(update={"as_of": as_of, "max_quarantine_share": 1.0})
-        frame, _, _, persisted = compute_features(spark, cfg.model_copy(update={"features": features_cfg}))
-        return frame, persisted
+        return compute_features(spark, cfg.model_copy(update={"features": features_cfg}), persist)[0]
 
-    calibration, persisted = at(cal_end)
-    full, more = at(end)
-    calibration = calibration.select("customer_id", "as_of", *clv.INPUT_COLUMNS, "n_purchase_days")
-    calibration = calibration.persist(StorageLevel.MEMORY_AND_DISK)
-    calibration.count()
-    for frame in persisted + more:
-        frame.unpersist()
+    with persisting() as persist:  # the two windows' rows and activity, until both are aggregated
+        calibration, full = at(cal_end, persist), at(end, persist)
+        calibration = calibration.select("customer_id", "as_of", *clv.INPUT_COLUMNS, "n_purchase_days")
+        calibration = calibration.persist(StorageLevel.MEMORY_AND_DISK)
+        calibration.count()
     holdout = calibration.join(full.select("customer_id", F.col("n_purchase_days").alias("_n")), "customer_id", "left")
     holdout = holdout.select(
         "customer_id", (F.coalesce("_n", "n_purchase_days") - F.col("n_purchase_days")).cast("double").alias("actual")

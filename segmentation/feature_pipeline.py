@@ -18,6 +18,7 @@ from segmentation.config import AppConfig
 from segmentation.feature_table import compute_features
 from segmentation.io import write_table
 from segmentation.quality import QualityReport
+from segmentation.snapshots import persisting
 
 __all__ = ["features_for_scoring", "run_feature_pipeline"]
 
@@ -27,8 +28,8 @@ log = logging.getLogger(__name__)
 def run_feature_pipeline(spark: SparkSession, cfg: AppConfig) -> QualityReport:
     """Build and write the feature snapshot, the quarantine and the quality row; return the report."""
     fcfg = cfg.features
-    features, quarantine, report, persisted = compute_features(spark, cfg)
-    try:
+    with persisting() as persist:
+        features, quarantine, report = compute_features(spark, cfg, persist)
         log.info("data quality: %s", report.summary())
         snapshot = {"as_of": report.as_of.isoformat()}
         write_table(features, fcfg.output, partition_by=["as_of"], replace_where=snapshot)
@@ -37,13 +38,9 @@ def run_feature_pipeline(spark: SparkSession, cfg: AppConfig) -> QualityReport:
         write_table(
             _quality_row(spark, report, cfg), fcfg.quality, ["as_of"], replace_where=snapshot, merge_schema=True
         )
-        log.info(
-            "features of %d customers for as_of %s written to %s", report.customers, report.as_of, fcfg.output.location
-        )
-        return report
-    finally:
-        for frame in persisted:
-            frame.unpersist()
+    log.info("features of %d customers for as_of %s written to %s", report.customers, report.as_of,
+             fcfg.output.location)  # fmt: skip
+    return report
 
 
 def features_for_scoring(spark: SparkSession, cfg: AppConfig) -> AppConfig:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -34,19 +34,56 @@ __all__ = ["compute_features"]
 
 log = logging.getLogger(__name__)
 
+Persist = Callable[[DataFrame], DataFrame]  # segmentation.snapshots.persisting's callable
+
 
 def compute_features(
-    spark: SparkSession, cfg: AppConfig
-) -> tuple[DataFrame, DataFrame, QualityReport, list[DataFrame]]:
+    spark: SparkSession, cfg: AppConfig, persist: Persist
+) -> tuple[DataFrame, DataFrame, QualityReport]:
     """Read and validate the transactions, check the quarantine, then compute the features.
 
-    Returns (features, quarantine, report, persisted): ``persisted`` are the labelled rows
-    and the per-customer activity, which the caller unpersists once the outputs are written
-    (they are unpersisted here when a check fails).
+    Returns (features, quarantine, report). The frames it persists (the labelled rows and the
+    per-customer activity, which the features and the quarantine read) go through ``persist``
+    (see :func:`segmentation.snapshots.persisting`): the caller releases them once the outputs
+    are written, or when a check fails.
     """
-    source = cfg.input.transactions
-    fcfg = cfg.features
-    products = cfg.input.products
+    source, fcfg = cfg.input.transactions, cfg.features
+    canonical, columns, key_types = _read_checked(spark, cfg)
+    parsed = parse_rows(canonical, source.timestamp_unit)
+    as_of = fcfg.as_of or default_as_of(parsed)
+    if as_of is None:
+        raise ContractError(
+            f"column '{columns['timestamp']}' of '{source.location}' has no parseable timestamp; "
+            "expected timestamps such as 2024-05-31 12:00:00"
+        )
+    labelled = persist(label_rows(parsed, as_of))
+    by_reason = {r["reason"]: r["count"] for r in labelled.groupBy("reason").count().collect()}
+    rows_kept = by_reason.pop(None, 0)
+    report = QualityReport(
+        as_of=as_of,
+        rows_read=rows_kept + sum(by_reason.values()),
+        rows_kept=rows_kept,
+        customers=0,
+        quarantined={reason: int(by_reason.get(reason, 0)) for reason in QUARANTINE_REASONS},
+    )
+    _check_kept_rows(report, fcfg.max_quarantine_share, source.location)
+    kept = labelled.where(F.col("reason").isNull())
+    features, report = _aggregate(spark, cfg, kept, columns, key_types, report, persist)
+    quarantine = labelled.where(F.col("reason").isNotNull()).select(
+        "customer_id",
+        *(["transaction_id"] if "transaction_id" in columns else []),
+        F.col("timestamp_raw").cast("string").alias("timestamp"),
+        F.col("amount_raw").cast("string").alias("amount"),
+        "reason",
+        F.lit(as_of).alias("as_of"),
+    )
+    return features, quarantine, report
+
+
+def _read_checked(spark: SparkSession, cfg: AppConfig) -> tuple[DataFrame, dict[str, str], dict[str, str]]:
+    """The transactions with canonical column names, after the input contract's checks; also the
+    role-to-column mapping and each role's source type."""
+    source, products = cfg.input.transactions, cfg.input.products
     raw = read_table(spark, source)
     columns = resolve_roles(raw.columns, source.columns, source.explicit_roles)
     check_contract(raw, columns, f"{source.format} input '{source.location}'", source.timestamp_unit)
@@ -61,69 +98,44 @@ def compute_features(
         raise ContractError(
             f"{source.format} input '{source.location}' is empty: no transactions to build features from"
         )
-    parsed = parse_rows(canonical, source.timestamp_unit)
-    as_of = fcfg.as_of or default_as_of(parsed)
-    if as_of is None:
-        raise ContractError(
-            f"column '{columns['timestamp']}' of '{source.location}' has no parseable timestamp; "
-            "expected timestamps such as 2024-05-31 12:00:00"
-        )
-    labelled = label_rows(parsed, as_of).persist(StorageLevel.MEMORY_AND_DISK)
-    persisted = [labelled]
-    try:
-        by_reason = {r["reason"]: r["count"] for r in labelled.groupBy("reason").count().collect()}
-        rows_kept = by_reason.pop(None, 0)
-        report = QualityReport(
-            as_of=as_of,
-            rows_read=rows_kept + sum(by_reason.values()),
-            rows_kept=rows_kept,
-            customers=0,
-            quarantined={reason: int(by_reason.get(reason, 0)) for reason in QUARANTINE_REASONS},
-        )
-        _check_kept_rows(report, fcfg.max_quarantine_share, source.location)
-        kept = labelled.where(F.col("reason").isNull())
-        if products.enabled:
-            kept, share, unknown = _with_products(
-                spark, kept, products, (columns["product_id"], key_types["product_id"])
-            )
-            report = dataclasses.replace(report, products_match_share=share, unknown_product_lines=unknown)
-        spend = F.when(F.col("amount") > 0, F.col("amount"))
-        has_category = "category" in kept.columns
-        categories = top_values(kept, "category", fcfg.top_categories, weight=spend) if has_category else []
-        channels = top_values(kept, "channel", fcfg.max_channels) if "channel" in columns else []
-        mixes = (
-            {a: top_values(kept, a, fcfg.top_categories, weight=spend) for a in products.attributes}
-            if products.enabled
-            else {}
-        )
-        # Persisted so the customer count, the median gap and the write read one aggregation, not three.
-        activity = customer_activity(
-            kept, as_of, categories, channels, trend_window_days=fcfg.trend_window_days, mixes=mixes
-        ).persist(StorageLevel.MEMORY_AND_DISK)
-        persisted.append(activity)
-        report = dataclasses.replace(report, customers=activity.count())
-        features = with_churn(
-            activity, typical_gap(activity, default=float(fcfg.trend_window_days)), fcfg.churn_gap_multiple
-        )
-        if cfg.input.customers.enabled:  # reads the customers table, which can be missing or wrong
-            key = (columns["customer_id"], key_types["customer_id"])
-            attrs, fill, share = _demographics(spark, cfg.input.customers, activity, key)
-            report = dataclasses.replace(report, customers_match_share=share)
-            # Customers without a row get the medians and no level of any categorical (all 0).
-            features = features.join(attrs, "customer_id", how="left").fillna(fill)
-    except BaseException:
-        for frame in persisted:
-            frame.unpersist()
-        raise
-    quarantine = labelled.where(F.col("reason").isNotNull()).select(
-        "customer_id",
-        *(["transaction_id"] if "transaction_id" in columns else []),
-        F.col("timestamp_raw").cast("string").alias("timestamp"),
-        F.col("amount_raw").cast("string").alias("amount"),
-        "reason",
-        F.lit(as_of).alias("as_of"),
+    return canonical, columns, key_types
+
+
+def _aggregate(
+    spark: SparkSession,
+    cfg: AppConfig,
+    kept: DataFrame,
+    columns: dict[str, str],
+    key_types: dict[str, str],
+    report: QualityReport,
+    persist: Persist,
+) -> tuple[DataFrame, QualityReport]:
+    """One row per customer from the kept rows (with the product and customer tables when enabled),
+    and the report with the customer count and the join match shares."""
+    fcfg, products, as_of = cfg.features, cfg.input.products, report.as_of
+    if products.enabled:
+        kept, share, unknown = _with_products(spark, kept, products, (columns["product_id"], key_types["product_id"]))
+        report = dataclasses.replace(report, products_match_share=share, unknown_product_lines=unknown)
+    spend = F.when(F.col("amount") > 0, F.col("amount"))
+    categories = top_values(kept, "category", fcfg.top_categories, weight=spend) if "category" in kept.columns else []
+    channels = top_values(kept, "channel", fcfg.max_channels) if "channel" in columns else []
+    mixes = {a: top_values(kept, a, fcfg.top_categories, weight=spend) for a in products.attributes} if (
+        products.enabled) else {}  # fmt: skip
+    # Persisted so the customer count, the median gap and the write read one aggregation, not three.
+    activity = persist(
+        customer_activity(kept, as_of, categories, channels, trend_window_days=fcfg.trend_window_days, mixes=mixes)
     )
-    return features, quarantine, report, persisted
+    report = dataclasses.replace(report, customers=activity.count())
+    features = with_churn(
+        activity, typical_gap(activity, default=float(fcfg.trend_window_days)), fcfg.churn_gap_multiple
+    )
+    if cfg.input.customers.enabled:  # reads the customers table, which can be missing or wrong
+        key = (columns["customer_id"], key_types["customer_id"])
+        attrs, fill, share = _demographics(spark, cfg.input.customers, activity, key)
+        report = dataclasses.replace(report, customers_match_share=share)
+        # Customers without a row get the medians and no level of any categorical (all 0).
+        features = features.join(attrs, "customer_id", how="left").fillna(fill)
+    return features, report
 
 
 def _check_kept_rows(report: QualityReport, max_share: float, location: str) -> None:

@@ -189,6 +189,7 @@ AWKWARD_SCHEMA = "txn_id string, client_id string, purchase_date timestamp, spen
 
 def test_the_preview_counts_what_the_feature_job_quarantines(spark, tmp_path):
     from segmentation.feature_table import compute_features
+    from segmentation.snapshots import persisting
 
     path = str(tmp_path / "tx")
     spark.createDataFrame(AWKWARD, AWKWARD_SCHEMA).write.parquet(path)
@@ -209,9 +210,8 @@ def test_the_preview_counts_what_the_feature_job_quarantines(spark, tmp_path):
     # The feature job, configured with the printed snippet, quarantines the same rows.
     (tmp_path / "mine.yaml").write_text(ins.snippet)
     job_cfg = load_config([BASE, tmp_path / "mine.yaml"], ["features.max_quarantine_share=1.0"])
-    _, _, report, persisted = compute_features(spark, job_cfg)
-    for frame in persisted:
-        frame.unpersist()
+    with persisting() as persist:
+        _, _, report = compute_features(spark, job_cfg, persist)
     assert report == ins.preview
 
 
