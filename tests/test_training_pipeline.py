@@ -133,8 +133,8 @@ def test_profiles_personas_rules_and_report_are_written_and_logged(spark, traine
     cfg, result = trained
     client = MlflowClient()
     profile = spark.read.format("delta").load(cfg.profiles.output.path).toPandas()
+    profile = profile[profile["model_version"] == result.model_version]  # a retrain test may add its own rows
     assert sorted(profile["segment"]) == list(range(result.k))
-    assert set(profile["model_version"]) == {result.model_version}
     assert profile["name"].is_unique and profile["customer_share"].sum() == pytest.approx(1.0)
     assert {"mean_age", "median_income", "z_recency_days", "churn_rate", "forward_value"} <= set(profile.columns)
     assert dict(zip(profile["segment"], profile["name"], strict=True)) == result.identity.names
