@@ -63,6 +63,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -141,6 +142,43 @@ def customer_features(
     return with_churn(activity, median_gap_days, churn_gap_multiple)
 
 
+@dataclass(frozen=True)
+class _Shares:
+    """The share columns of one :func:`customer_activity` call (column name -> the value it
+    counts); no category or channel shares when ``kept`` lacks that column."""
+
+    has_category: bool
+    has_channel: bool
+    categories: dict[str, str]
+    channels: dict[str, str]
+    mixes: dict[str, dict[str, str]]  # attribute -> column name -> level
+
+    @classmethod
+    def of(
+        cls,
+        columns: Sequence[str],
+        categories: Sequence[str],
+        channels: Sequence[str],
+        mixes: Mapping[str, Sequence[str]],
+    ) -> _Shares:
+        has_category, has_channel = "category" in columns, "channel" in columns
+        return cls(
+            has_category=has_category,
+            has_channel=has_channel,
+            categories=dict(zip(_unique_slugs(categories, "cat"), categories, strict=True)) if has_category else {},
+            channels=dict(zip(_unique_slugs(channels, "chan"), channels, strict=True)) if has_channel else {},
+            mixes={
+                attr: dict(zip(_unique_slugs(levels, slug(attr)), levels, strict=True))
+                for attr, levels in mixes.items()
+            },
+        )
+
+    @property
+    def columns(self) -> list[str]:
+        """Every share column: categories, channels, then the attribute levels."""
+        return [*self.categories, *self.channels, *(c for cols in self.mixes.values() for c in cols)]
+
+
 def customer_activity(
     kept: DataFrame,
     as_of: dt.date,
@@ -151,61 +189,63 @@ def customer_activity(
 ) -> DataFrame:
     """Every column of the schema up to ``trend``: all but the churn signal, which needs
     the typical gap over all customers."""
-    mixes = dict(mixes or {})
+    shares = _Shares.of(kept.columns, categories, channels, mixes or {})
     has_basket = "basket_id" in kept.columns
-    has_quantity = "quantity" in kept.columns
-    has_category = "category" in kept.columns
-    has_channel = "channel" in kept.columns
+    daily = _daily_activity(kept, shares)
+    per_customer = daily.groupBy("customer_id").agg(*_customer_aggregates(shares, has_basket, as_of, trend_window_days))
+    per_customer = _with_distinct_counts(per_customer, kept, shares.has_category, has_basket)
+    n_baskets = F.coalesce(F.col("n_bk"), F.lit(0)) + F.col("d_loose") if has_basket else F.col("d_purchases")
+    return per_customer.select(
+        "customer_id",
+        F.lit(as_of).alias("as_of"),
+        *_rfm_columns(as_of, n_baskets),
+        *_basket_columns(n_baskets, has_basket),
+        *_gap_columns(as_of),
+        *_return_columns(),
+        *_share_columns(shares),
+        *_trend_columns(),
+    )
+
+
+def _daily_activity(kept: DataFrame, shares: _Shares) -> DataFrame:
+    """Stage one: a row per (customer, day) with ``day_amount``, the day's counts and sums
+    (``d_*``, the share numerators) and ``gap``, the days since the previous active day."""
     amount, day = F.col("amount"), F.col("day")
     purchase = amount > 0
-    as_of_lit = F.lit(as_of)
-    recent_start = F.date_sub(as_of_lit, trend_window_days)
-    previous_start = F.date_sub(as_of_lit, 2 * trend_window_days)
+    quantity = F.coalesce(F.col("quantity"), F.lit(1.0)) if "quantity" in kept.columns else F.lit(1.0)
 
-    daily_aggs = [
+    def spend_on(column: str, value: str) -> Column:
+        return F.sum(F.when(purchase & (F.col(column) == value), amount).otherwise(0.0))
+
+    aggs = [
         F.sum(amount).alias("day_amount"),
         F.count(F.lit(1)).alias("d_tx"),
         F.sum(purchase.cast("long")).alias("d_purchases"),
         F.sum((amount < 0).cast("long")).alias("d_returns"),
         F.sum(F.when(purchase, amount).otherwise(0.0)).alias("d_gross"),
         F.sum(F.when(amount < 0, -amount).otherwise(0.0)).alias("d_returned"),
-        F.sum(
-            F.when(purchase, F.coalesce(F.col("quantity"), F.lit(1.0)) if has_quantity else F.lit(1.0)).otherwise(0.0)
-        ).alias("d_items"),
+        F.sum(F.when(purchase, quantity).otherwise(0.0)).alias("d_items"),
     ]
-    cat_cols = _unique_slugs(categories, "cat") if has_category else []
-    chan_cols = _unique_slugs(channels, "chan") if has_channel else []
-    if has_category:
-        for value, name in zip(categories, cat_cols, strict=True):
-            daily_aggs.append(F.sum(F.when(purchase & (F.col("category") == value), amount).otherwise(0.0)).alias(name))
-    if has_channel:
-        for value, name in zip(channels, chan_cols, strict=True):
-            daily_aggs.append(F.sum((F.col("channel") == value).cast("long")).alias(name))
-    mix_cols = {attr: _unique_slugs(levels, slug(attr)) for attr, levels in mixes.items()}
-    for attr, levels in mixes.items():
-        for value, name in zip(levels, mix_cols[attr], strict=True):
-            daily_aggs.append(F.sum(F.when(purchase & (F.col(attr) == value), amount).otherwise(0.0)).alias(name))
-    if has_basket:  # a purchase line without a basket id is a basket of its own
-        daily_aggs.append(F.sum((purchase & F.col("basket_id").isNull()).cast("long")).alias("d_loose"))
-    daily = kept.groupBy("customer_id", "day").agg(*daily_aggs)
-
+    aggs += [spend_on("category", value).alias(name) for name, value in shares.categories.items()]
+    aggs += [F.sum((F.col("channel") == value).cast("long")).alias(name) for name, value in shares.channels.items()]
+    for attr, levels in shares.mixes.items():
+        aggs += [spend_on(attr, value).alias(name) for name, value in levels.items()]
+    if "basket_id" in kept.columns:  # a purchase line without a basket id is a basket of its own
+        aggs.append(F.sum((purchase & F.col("basket_id").isNull()).cast("long")).alias("d_loose"))
+    daily = kept.groupBy("customer_id", "day").agg(*aggs)
     by_day = Window.partitionBy("customer_id").orderBy("day")
-    daily = daily.withColumn("gap", F.datediff(day, F.lag(day).over(by_day)).cast("double"))
+    return daily.withColumn("gap", F.datediff(day, F.lag(day).over(by_day)).cast("double"))
 
-    all_mix_cols = [c for cols in mix_cols.values() for c in cols]
-    sums = [
-        "d_tx",
-        "d_purchases",
-        "d_returns",
-        "d_gross",
-        "d_returned",
-        "d_items",
-        *cat_cols,
-        *chan_cols,
-        *all_mix_cols,
-    ]
+
+def _customer_aggregates(shares: _Shares, has_basket: bool, as_of: dt.date, trend_window_days: int) -> list[Column]:
+    """Stage two, daily rows to a customer: the sums of the ``d_*`` and share columns, first and
+    last day, day count, net spend, first day's amount, gap mean and std, and the two trend windows."""
+    sums = ["d_tx", "d_purchases", "d_returns", "d_gross", "d_returned", "d_items", *shares.columns]
     sums += ["d_loose"] if has_basket else []
-    customer_aggs = [F.sum(c).alias(c) for c in sums] + [
+    day = F.col("day")
+    recent_start = F.date_sub(F.lit(as_of), trend_window_days)
+    previous_start = F.date_sub(F.lit(as_of), 2 * trend_window_days)
+    return [F.sum(c).alias(c) for c in sums] + [
         F.min("day").alias("first_day"),
         F.max("day").alias("last_day"),
         F.count(F.lit(1)).alias("n_days"),
@@ -218,7 +258,11 @@ def customer_activity(
             "spend_previous"
         ),
     ]
-    per_customer = daily.groupBy("customer_id").agg(*customer_aggs)
+
+
+def _with_distinct_counts(per_customer: DataFrame, kept: DataFrame, has_category: bool, has_basket: bool) -> DataFrame:
+    """Join on ``n_cat`` (distinct categories) and ``n_bk`` (distinct basket ids of purchases),
+    each counted in an aggregation of its own."""
     if has_category:
         # Counted apart: a collect_set in the aggregations above makes Spark sort instead of hash
         # (ObjectHashAggregate falls back to sorting), which cost 5x the whole first stage at 10M rows.
@@ -228,22 +272,20 @@ def customer_activity(
     if has_basket:
         # Distinct baskets counted apart for the same reason; a basket bought over two days is one.
         baskets = (
-            kept.where(purchase & F.col("basket_id").isNotNull())
+            kept.where((F.col("amount") > 0) & F.col("basket_id").isNotNull())
             .select("customer_id", "basket_id")
             .distinct()
             .groupBy("customer_id")
             .agg(F.count(F.lit(1)).alias("n_bk"))
         )
         per_customer = per_customer.join(baskets, "customer_id", "left")
-        n_baskets = F.coalesce(F.col("n_bk"), F.lit(0)) + F.col("d_loose")
-    else:
-        n_baskets = F.col("d_purchases")
+    return per_customer
 
-    frequency = (F.col("n_days") - 1).cast("double")
-    mean_gap = F.coalesce(F.col("mean_gap"), F.lit(0.0))
-    base = per_customer.select(
-        "customer_id",
-        F.lit(as_of).alias("as_of"),
+
+def _rfm_columns(as_of: dt.date, n_baskets: Column) -> list[Column]:
+    """Recency and tenure in days, the counts, and net and gross spend."""
+    as_of_lit = F.lit(as_of)
+    return [
         F.datediff(as_of_lit, F.col("last_day")).cast("double").alias("recency_days"),
         F.datediff(as_of_lit, F.col("first_day")).cast("double").alias("tenure_days"),
         F.col("d_tx").cast("long").alias("n_transactions"),
@@ -253,47 +295,68 @@ def customer_activity(
         F.col("n_days").cast("long").alias("n_purchase_days"),
         F.col("net_spend").cast("double").alias("net_spend"),
         F.col("d_gross").cast("double").alias("gross_spend"),
+    ]
+
+
+def _basket_columns(n_baskets: Column, has_basket: bool) -> list[Column]:
+    """Value, items and (with basket ids) lines per basket."""
+    cols = [
         _safe_div(F.col("d_gross"), n_baskets).alias("avg_basket_value"),
         _safe_div(F.col("d_items"), n_baskets).alias("avg_items_per_basket"),
-        *(
-            [_safe_div(F.col("d_purchases").cast("double"), n_baskets).alias("avg_lines_per_basket")]
-            if has_basket
-            else []
-        ),
-        mean_gap.alias("mean_gap_days"),
+    ]
+    if has_basket:
+        cols.append(_safe_div(F.col("d_purchases").cast("double"), n_baskets).alias("avg_lines_per_basket"))
+    return cols
+
+
+def _gap_columns(as_of: dt.date) -> list[Column]:
+    """Mean and std of the gaps between active days, and the lifetimes summary."""
+    frequency = (F.col("n_days") - 1).cast("double")
+    return [
+        F.coalesce(F.col("mean_gap"), F.lit(0.0)).alias("mean_gap_days"),
         F.coalesce(F.col("std_gap"), F.lit(0.0)).alias("std_gap_days"),
         frequency.alias("frequency"),
         F.datediff(F.col("last_day"), F.col("first_day")).cast("double").alias("recency"),
-        F.datediff(as_of_lit, F.col("first_day")).cast("double").alias("T"),
+        F.datediff(F.lit(as_of), F.col("first_day")).cast("double").alias("T"),
         _safe_div(F.col("net_spend") - F.col("first_day_amount"), frequency).alias("monetary_value"),
+    ]
+
+
+def _return_columns() -> list[Column]:
+    """Returns as a share of the transactions and of the value."""
+    return [
         _safe_div(F.col("d_returns").cast("double"), F.col("d_tx")).alias("return_rate"),
         _safe_div(F.col("d_returned"), F.col("d_gross") + F.col("d_returned")).alias("return_value_share"),
-        (F.coalesce(F.col("n_cat"), F.lit(0)) if has_category else F.lit(0)).cast("long").alias("n_categories"),
-        *[_safe_div(F.col(c), F.col("d_gross")).alias(c) for c in cat_cols],
-        *(
-            [
-                _safe_div(F.col("d_gross") - sum((F.col(c) for c in cat_cols), F.lit(0.0)), F.col("d_gross")).alias(
-                    "cat_other"
-                )
-            ]
-            if has_category
-            else []
-        ),
-        *_mix_shares(mix_cols),
-        *[_safe_div(F.col(c).cast("double"), F.col("d_tx")).alias(c) for c in chan_cols],
-        *(
-            [_safe_div(F.col("d_tx") - sum((F.col(c) for c in chan_cols), F.lit(0)), F.col("d_tx")).alias("chan_other")]
-            if has_channel
-            else []
-        ),
+    ]
+
+
+def _share_columns(shares: _Shares) -> list[Column]:
+    """``n_categories``, the category and attribute shares of gross spend and the channel shares
+    of transactions, each family with its ``_other``."""
+    gross, tx = F.col("d_gross"), F.col("d_tx")
+    cols = [
+        (F.coalesce(F.col("n_cat"), F.lit(0)) if shares.has_category else F.lit(0)).cast("long").alias("n_categories")
+    ]
+    cols += [_safe_div(F.col(c), gross).alias(c) for c in shares.categories]
+    if shares.has_category:
+        rest = gross - sum((F.col(c) for c in shares.categories), F.lit(0.0))
+        cols.append(_safe_div(rest, gross).alias("cat_other"))
+    cols += _mix_shares({attr: list(levels) for attr, levels in shares.mixes.items()})
+    cols += [_safe_div(F.col(c).cast("double"), tx).alias(c) for c in shares.channels]
+    if shares.has_channel:
+        cols.append(_safe_div(tx - sum((F.col(c) for c in shares.channels), F.lit(0)), tx).alias("chan_other"))
+    return cols
+
+
+def _trend_columns() -> list[Column]:
+    """Net spend in the recent and the previous window, and the trend between them."""
+    return [
         F.col("spend_recent").cast("double").alias("spend_recent"),
         F.col("spend_previous").cast("double").alias("spend_previous"),
         _safe_div(
             F.col("spend_recent") - F.col("spend_previous"), F.abs("spend_recent") + F.abs("spend_previous")
         ).alias("trend"),
-    )
-
-    return base
+    ]
 
 
 def _mix_shares(mix_cols: Mapping[str, Sequence[str]]) -> list[Column]:
