@@ -160,6 +160,43 @@ def match_segments(
     ``counts[i, j]`` is the number of customers in old segment ``old_ids[i]`` and new
     cluster ``new_clusters[j]``; ``distances`` has the same shape (centroid method).
     """
+    jaccard, pairs = _assignment(counts, method, distances)
+    limit = min_overlap if method == "overlap" else max_centroid_distance
+    decisions: list[dict[str, Any]] = []
+    for i, j in pairs:
+        distance = float(distances[i, j]) if distances is not None else None
+        decisions.append(_pair_decision(old_ids[i], new_clusters[j], float(jaccard[i, j]), distance, method, limit))
+    mapping = {d["cluster"]: d["segment"] for d in decisions if d["decision"] == "kept"}
+    kept_old = set(mapping.values())
+    first_id = _first_fresh_id(previous, old_ids)
+    fresh = _fresh_ids(mapping, n_clusters, first_id)
+    decisions += [
+        {"segment": segment, "cluster": cluster, "decision": "new", "reason": "no old segment kept"}
+        for cluster, segment in fresh.items()
+    ]
+    dropped = sorted((set(previous.cluster_to_segment) | set(old_ids)) - kept_old)
+    decisions += [
+        {"segment": old_id, "decision": "retired", "reason": "no new cluster matched it"} for old_id in dropped
+    ]
+    mapping.update(fresh)
+    result = IdentityMapping(
+        cluster_to_segment=[mapping[c] for c in range(n_clusters)],
+        decisions=decisions,
+        new_ids=list(fresh.values()),
+        retired_ids=sorted(set(previous.retired_ids) | set(dropped)),
+        next_id=first_id + len(fresh),
+        method=method,
+        names={seg: previous.names[seg] for seg in kept_old if seg in previous.names},
+    )
+    for d in decisions:
+        log.info("segment identity: %s", d)
+    return result
+
+
+def _assignment(
+    counts: np.ndarray, method: str, distances: np.ndarray | None
+) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """The Jaccard overlaps, and the optimal (old row, new column) pairs by ``method``'s cost."""
     if method not in ("overlap", "centroid"):
         raise ValueError(f"training.identity.method must be 'overlap' or 'centroid', got {method!r}")
     old_sizes = counts.sum(axis=1, keepdims=True)
@@ -172,59 +209,36 @@ def match_segments(
     else:
         cost = -jaccard
     rows, cols = linear_sum_assignment(cost)
+    return jaccard, list(zip(rows, cols, strict=True))
 
-    mapping: dict[int, int] = {}
-    decisions: list[dict[str, Any]] = []
-    kept_old: set[int] = set()
-    for i, j in zip(rows, cols, strict=True):
-        old_id, cluster = old_ids[i], new_clusters[j]
-        overlap = float(jaccard[i, j])
-        distance = float(distances[i, j]) if distances is not None else None
-        good = overlap >= min_overlap if method == "overlap" else distance <= max_centroid_distance
-        decision = {
-            "segment": old_id,
-            "cluster": cluster,
-            "overlap": round(overlap, 4),
-            "centroid_distance": None if distance is None else round(distance, 4),
-        }
-        if good:
-            mapping[cluster] = old_id
-            kept_old.add(old_id)
-            decisions.append({**decision, "decision": "kept", "reason": f"best {method} match within threshold"})
-        else:
-            threshold = (
-                f"overlap {overlap:.3f} < {min_overlap}"
-                if method == "overlap"
-                else (f"distance {distance:.3f} > {max_centroid_distance}")
-            )
-            decisions.append({**decision, "decision": "changed too much", "reason": threshold})
 
-    # Fresh ids start after every id ever used, retired ones included, so none is reused.
+def _pair_decision(
+    old_id: int, cluster: int, overlap: float, distance: float | None, method: str, limit: float
+) -> dict[str, Any]:
+    """Whether a matched pair is within ``limit`` (the method's threshold), so the cluster keeps
+    the old id, and why."""
+    decision = {
+        "segment": old_id,
+        "cluster": cluster,
+        "overlap": round(overlap, 4),
+        "centroid_distance": None if distance is None else round(distance, 4),
+    }
+    if method == "overlap":
+        good, threshold = overlap >= limit, f"overlap {overlap:.3f} < {limit}"
+    else:
+        good, threshold = distance <= limit, f"distance {distance:.3f} > {limit}"
+    if good:
+        return {**decision, "decision": "kept", "reason": f"best {method} match within threshold"}
+    return {**decision, "decision": "changed too much", "reason": threshold}
+
+
+def _first_fresh_id(previous: IdentityMapping, old_ids: list[int]) -> int:
+    """Fresh ids start after every id ever used, retired ones included, so none is reused."""
     used = [*previous.cluster_to_segment, *previous.retired_ids, *old_ids]
-    next_id = max(previous.next_id, max(used, default=-1) + 1)
-    new_ids: list[int] = []
-    for cluster in range(n_clusters):
-        if cluster not in mapping:
-            mapping[cluster] = next_id
-            new_ids.append(next_id)
-            decisions.append(
-                {"segment": next_id, "cluster": cluster, "decision": "new", "reason": "no old segment kept"}
-            )
-            next_id += 1
-    previous_active = set(previous.cluster_to_segment) | set(old_ids)
-    retired = sorted(set(previous.retired_ids) | (previous_active - kept_old))
-    for old_id in sorted(previous_active - kept_old):
-        decisions.append({"segment": old_id, "decision": "retired", "reason": "no new cluster matched it"})
-    names = {seg: previous.names[seg] for seg in kept_old if seg in previous.names}
-    result = IdentityMapping(
-        cluster_to_segment=[mapping[c] for c in range(n_clusters)],
-        decisions=decisions,
-        new_ids=new_ids,
-        retired_ids=retired,
-        next_id=next_id,
-        method=method,
-        names=names,
-    )
-    for d in decisions:
-        log.info("segment identity: %s", d)
-    return result
+    return max(previous.next_id, max(used, default=-1) + 1)
+
+
+def _fresh_ids(kept: dict[int, int], n_clusters: int, first_id: int) -> dict[int, int]:
+    """Cluster -> a fresh id, counting up from ``first_id``, for every cluster not in ``kept``."""
+    unmatched = [c for c in range(n_clusters) if c not in kept]
+    return {cluster: first_id + n for n, cluster in enumerate(unmatched)}
