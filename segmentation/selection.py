@@ -113,44 +113,17 @@ def choose(
 ) -> Choice:
     """Apply the rule to the sweep's records (keys: algorithm, k, silhouette, wssse, bic,
     min_cluster_share, stability_ari)."""
-    chosen: dict[str, int] = {}
     per_algorithm: dict[str, Any] = {}
     for algorithm in algorithms:
         rows = sorted((r for r in records if r["algorithm"] == algorithm), key=lambda r: r["k"])
-        if not rows:
-            continue
-        admissible = _admissible(rows, min_cluster_share, min_stability)
-        note = "admissible candidates only"
-        if not admissible:
-            admissible = rows
-            note = "no k met the minimum cluster share and stability; chose among all candidates"
-        elbow = elbow_k([r["k"] for r in rows], [r["wssse"] for r in rows])
-        by_bic = _by_bic(algorithm, admissible)
-        order, tied_with = _ranking(by_bic, silhouette_tolerance)
-        best = min(admissible, key=order)
-        tied = [r for r in admissible if tied_with(r, best)]
-        if by_bic:
-            pick = min(tied, key=lambda r: r["k"])
-            criterion = "lowest BIC (ties within 0.1% to the smaller k)"
-        else:
-            pick = min(tied, key=lambda r: (abs(r["k"] - elbow), r["k"]))
-            criterion = f"highest silhouette (ties within {silhouette_tolerance} to the k nearest the elbow)"
-        chosen[algorithm] = int(pick["k"])
-        per_algorithm[algorithm] = {
-            "chosen_k": int(pick["k"]),
-            "criterion": criterion,
-            "note": note,
-            "elbow_k": int(elbow),
-            "admissible_k": [int(r["k"]) for r in admissible],
-            "tied_k": [int(r["k"]) for r in tied],
-            "unmeasured_k": [int(r["k"]) for r in rows if r["stability_ari"] is None],
-        }
-    if not chosen:
+        if rows:
+            per_algorithm[algorithm] = _choose_k(
+                algorithm, rows, min_cluster_share, min_stability, silhouette_tolerance
+            )
+    if not per_algorithm:
         raise ValueError("the sweep produced no candidates to choose from")
-
-    finalists = [(a, next(r for r in records if r["algorithm"] == a and r["k"] == k)) for a, k in chosen.items()]
-    best = max(_silhouette(r) for _, r in finalists)
-    champion = next(a for a, r in finalists if _silhouette(r) >= best - silhouette_tolerance)
+    chosen = {algorithm: pick["chosen_k"] for algorithm, pick in per_algorithm.items()}
+    champion, finalist_silhouettes = _champion(records, chosen, silhouette_tolerance)
     rationale = {
         "rule": __doc__.split("Rule\n----\n", 1)[1].strip(),
         "inputs": {
@@ -162,10 +135,55 @@ def choose(
         "champion": {
             "algorithm": champion,
             "k": chosen[champion],
-            "finalist_silhouettes": {a: r["silhouette"] for a, r in finalists},
+            "finalist_silhouettes": finalist_silhouettes,
         },
     }
     return Choice(chosen_k=chosen, champion=champion, rationale=rationale)
+
+
+def _choose_k(
+    algorithm: str,
+    rows: list[Mapping[str, Any]],
+    min_cluster_share: float,
+    min_stability: float,
+    silhouette_tolerance: float,
+) -> dict[str, Any]:
+    """Steps 1 to 3 for one algorithm's candidates (sorted by k): the chosen k and why."""
+    admissible = _admissible(rows, min_cluster_share, min_stability)
+    note = "admissible candidates only"
+    if not admissible:
+        admissible = rows
+        note = "no k met the minimum cluster share and stability; chose among all candidates"
+    elbow = elbow_k([r["k"] for r in rows], [r["wssse"] for r in rows])
+    by_bic = _by_bic(algorithm, admissible)
+    order, tied_with = _ranking(by_bic, silhouette_tolerance)
+    best = min(admissible, key=order)
+    tied = [r for r in admissible if tied_with(r, best)]
+    if by_bic:
+        pick = min(tied, key=lambda r: r["k"])
+        criterion = "lowest BIC (ties within 0.1% to the smaller k)"
+    else:
+        pick = min(tied, key=lambda r: (abs(r["k"] - elbow), r["k"]))
+        criterion = f"highest silhouette (ties within {silhouette_tolerance} to the k nearest the elbow)"
+    return {
+        "chosen_k": int(pick["k"]),
+        "criterion": criterion,
+        "note": note,
+        "elbow_k": int(elbow),
+        "admissible_k": [int(r["k"]) for r in admissible],
+        "tied_k": [int(r["k"]) for r in tied],
+        "unmeasured_k": [int(r["k"]) for r in rows if r["stability_ari"] is None],
+    }
+
+
+def _champion(
+    records: Sequence[Mapping[str, Any]], chosen: Mapping[str, int], silhouette_tolerance: float
+) -> tuple[str, dict[str, float]]:
+    """Step 4: the champion algorithm, and the silhouette of each algorithm's chosen model."""
+    finalists = [(a, next(r for r in records if r["algorithm"] == a and r["k"] == k)) for a, k in chosen.items()]
+    best = max(_silhouette(r) for _, r in finalists)
+    champion = next(a for a, r in finalists if _silhouette(r) >= best - silhouette_tolerance)
+    return champion, {a: r["silhouette"] for a, r in finalists}
 
 
 def stability_needed(
