@@ -81,12 +81,28 @@ def segment_profile(
 ) -> DataFrame:
     """One row per segment of ``df`` (customers with raw features and ``segment_col``); see the module doc."""
     cols = list(feature_cols)
+    with_clv = set(CLV_COLUMNS) <= set(df.columns)
+    per_customer = _per_customer_values(df, cols, segment_col, horizon_days, with_clv)
+    base = per_customer.agg(
+        *[F.avg(c).alias(f"base_mean_{c}") for c in cols],
+        *[F.stddev_pop(c).alias(f"base_std_{c}") for c in cols],
+        F.sum("_spend").alias("_total_spend"),
+        F.count(F.lit(1)).alias("_total_customers"),
+    )
+    segments = per_customer.groupBy("segment").agg(*_segment_aggregates(cols, with_clv))
+    return segments.crossJoin(base).select(*_output_columns(cols, with_clv)).orderBy("segment")
+
+
+def _per_customer_values(
+    df: DataFrame, cols: Sequence[str], segment_col: str, horizon_days: int, with_clv: bool
+) -> DataFrame:
+    """Per customer: ``segment``, ``_spend``, ``_churn``, ``_forward``, the CLV values as ``_<name>``
+    and the features as doubles (null or 0 for what ``df`` lacks; see the module doc)."""
     has = set(df.columns)
     spend = F.col("net_spend").cast("double") if "net_spend" in has else F.lit(0.0)
     churn = F.col("churned").cast("double") if "churned" in has else F.lit(None).cast("double")
     forward = _forward_value(horizon_days) if {"net_spend", "tenure_days"} <= has else F.lit(None).cast("double")
-    with_clv = set(CLV_COLUMNS) <= has
-    per_customer = df.select(
+    return df.select(
         F.col(segment_col).alias("segment"),
         spend.alias("_spend"),
         churn.alias("_churn"),
@@ -94,6 +110,11 @@ def segment_profile(
         *[F.col(c).cast("double").alias(f"_{c}") for c in (CLV_COLUMNS if with_clv else ())],
         *[F.col(c).cast("double").alias(c) for c in cols],
     )
+
+
+def _segment_aggregates(cols: Sequence[str], with_clv: bool) -> list[F.Column]:
+    """Per segment: size, revenue, churn rate, historical and forward value, the CLV summaries,
+    and the mean and approximate median of every feature."""
     clv_aggs = (
         [
             F.avg("_p_alive").alias("p_alive_mean"),
@@ -104,13 +125,7 @@ def segment_profile(
         if with_clv
         else []
     )
-    base = per_customer.agg(
-        *[F.avg(c).alias(f"base_mean_{c}") for c in cols],
-        *[F.stddev_pop(c).alias(f"base_std_{c}") for c in cols],
-        F.sum("_spend").alias("_total_spend"),
-        F.count(F.lit(1)).alias("_total_customers"),
-    )
-    segments = per_customer.groupBy("segment").agg(
+    return [
         F.count(F.lit(1)).alias("customers"),
         F.sum("_spend").alias("_revenue"),
         F.avg("_churn").alias("churn_rate"),
@@ -119,14 +134,18 @@ def segment_profile(
         *clv_aggs,
         *[F.avg(c).alias(f"mean_{c}") for c in cols],
         *[F.percentile_approx(c, 0.5, 100).cast("double").alias(f"median_{c}") for c in cols],
-    )
-    joined = segments.crossJoin(base)
+    ]
+
+
+def _output_columns(cols: Sequence[str], with_clv: bool) -> list[str | F.Column]:
+    """The output columns, from a segment's aggregates crossed with the base's: the shares
+    of customers and revenue, and each feature's z-score against the base."""
 
     def z(c: str) -> F.Column:
         std = F.col(f"base_std_{c}")
         return F.when(std > 0, (F.col(f"mean_{c}") - F.col(f"base_mean_{c}")) / std).otherwise(0.0)
 
-    return joined.select(
+    return [
         "segment",
         "customers",
         (F.col("customers") / F.col("_total_customers")).alias("customer_share"),
@@ -139,7 +158,7 @@ def segment_profile(
         *[f"mean_{c}" for c in cols],
         *[f"median_{c}" for c in cols],
         *[z(c).alias(f"z_{c}") for c in cols],
-    ).orderBy("segment")  # fmt: skip
+    ]  # fmt: skip
 
 
 def category_lift(df: DataFrame, categories: Sequence[str], segment_col: str = "segment") -> pd.DataFrame:
