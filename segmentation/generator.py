@@ -183,26 +183,46 @@ def _customer_window(customer_idx: Column, persona_idx: Column, cfg: GeneratorCo
 
 def generate_transactions(spark: SparkSession, cfg: GeneratorConfig) -> DataFrame:
     """Exactly ``cfg.n_transactions`` transaction rows (see the module docstring for columns)."""
+    df = _with_customer(_source_rows(spark, cfg), cfg)
+    s, p, cust = F.col("s"), F.col("persona"), F.col("cust")
+    amount, quantity = _amount_and_quantity(s, p, cfg.seed)
+    category = _by_persona(p, [_pick(_uniform(s, 10, cfg.seed), x.categories) for x in PERSONAS])
+    channel = _by_persona(p, [_pick(_uniform(s, 13, cfg.seed), x.channels) for x in PERSONAS])
+    return df.select(
+        F.concat(F.lit("T"), F.lpad(s.cast("string"), 12, "0")).alias("transaction_id"),
+        _customer_id(cust).alias("customer_id"),
+        _timestamp(s, cust, p, cfg).alias("timestamp"),
+        amount.alias("amount"),
+        quantity.alias("quantity"),
+        category.alias("category"),
+        channel.alias("channel"),
+    )
+
+
+def _source_rows(spark: SparkSession, cfg: GeneratorConfig) -> DataFrame:
+    """One row per transaction with ``s``, the row index its values are drawn from: its own,
+    or the previous row's for an exact duplicate."""
+    partitions = cfg.partitions or max(spark.sparkContext.defaultParallelism, math.ceil(cfg.n_transactions / 2_000_000))
+    rows = spark.range(0, cfg.n_transactions, 1, partitions)
+    row = F.col("id")
+    # An exact duplicate copies every value of the previous row, so it is the same transaction twice
+    # (never a copy of a copy, which would not be an exact duplicate).
+    drawn = _uniform(row, 1, cfg.seed) < cfg.duplicate_share
+    is_duplicate = (row > 0) & drawn & ~(_uniform(row - 1, 1, cfg.seed) < cfg.duplicate_share)
+    source = F.when(is_duplicate, row - 1).otherwise(row)
+    return rows.select(source.alias("s"))
+
+
+def _with_customer(df: DataFrame, cfg: GeneratorConfig) -> DataFrame:
+    """Add ``persona`` (index into :data:`PERSONAS`), drawn by transaction weight, and ``cust``,
+    a customer index drawn uniformly within the persona's id range."""
     n_customers = customer_count(cfg)
     bounds = _persona_bounds(n_customers)
     starts = [0] + bounds[:-1]
     weights = [p.share * p.rate for p in PERSONAS]
     total_weight = sum(weights)
-    partitions = cfg.partitions or max(spark.sparkContext.defaultParallelism, math.ceil(cfg.n_transactions / 2_000_000))
-    seed = cfg.seed
-
-    rows = spark.range(0, cfg.n_transactions, 1, partitions)
-    row = F.col("id")
-    # An exact duplicate copies every value of the previous row, so it is the same transaction twice
-    # (never a copy of a copy, which would not be an exact duplicate).
-    drawn = _uniform(row, 1, seed) < cfg.duplicate_share
-    is_duplicate = (row > 0) & drawn & ~(_uniform(row - 1, 1, seed) < cfg.duplicate_share)
-    source = F.when(is_duplicate, row - 1).otherwise(row)
-    df = rows.select(source.alias("s"))
     s = F.col("s")
-
-    # persona by transaction weight, then a customer uniformly within the persona's id range
-    u_persona = _uniform(s, 2, seed)
+    u_persona = _uniform(s, 2, cfg.seed)
     cumulative, persona_expr = 0.0, None
     for i, weight in enumerate(weights[:-1]):
         cumulative += weight / total_weight
@@ -212,19 +232,25 @@ def generate_transactions(spark: SparkSession, cfg: GeneratorConfig) -> DataFram
     p = F.col("persona")
     size = _by_persona(p, [F.lit(max(1, b - a)) for a, b in zip(starts, bounds, strict=True)])
     start = _by_persona(p, [F.lit(a) for a in starts])
-    df = df.withColumn("cust", start + F.floor(_uniform(s, 3, seed) * size).cast("long"))
-    cust = F.col("cust")
+    return df.withColumn("cust", start + F.floor(_uniform(s, 3, cfg.seed) * size).cast("long"))
 
+
+def _timestamp(s: Column, cust: Column, p: Column, cfg: GeneratorConfig) -> Column:
+    """A time within the customer's activity window, on a day packed around late November each
+    year by a smooth monotone time warp (seasonality), between 08:00 and 22:00."""
     last_ago, first_ago = _customer_window(cust, p, cfg)
-    # A smooth monotone time warp packs purchases around late November each year (seasonality).
-    ago = last_ago + (first_ago - last_ago) * _uniform(s, 4, seed)
+    ago = last_ago + (first_ago - last_ago) * _uniform(s, 4, cfg.seed)
     peak_phase = (cfg.end_date - cfg.end_date.replace(month=11, day=25)).days
     warped = ago - (0.35 * 365 / (2 * math.pi)) * F.sin(2 * math.pi * (ago - peak_phase) / 365.0)
     ago_days = F.floor(F.least(F.greatest(warped, last_ago), first_ago)).cast("int")
     day = F.date_sub(F.lit(cfg.end_date), ago_days)
-    seconds_in_day = F.floor(F.lit(8 * 3600) + _uniform(s, 5, seed) * (14 * 3600)).cast("long")
-    timestamp = F.timestamp_seconds(F.unix_date(day).cast("long") * 86400 + seconds_in_day)
+    seconds_in_day = F.floor(F.lit(8 * 3600) + _uniform(s, 5, cfg.seed) * (14 * 3600)).cast("long")
+    return F.timestamp_seconds(F.unix_date(day).cast("long") * 86400 + seconds_in_day)
 
+
+def _amount_and_quantity(s: Column, p: Column, seed: int) -> tuple[Column, Column]:
+    """A log-normal basket value (rounded to cents) and a geometric item count, both negative
+    for a return."""
     spend = F.exp(
         _by_persona(p, [F.lit(math.log(x.spend_median)) for x in PERSONAS])
         + _by_persona(p, [F.lit(x.spend_sigma) for x in PERSONAS]) * _normal(s, 6, seed)
@@ -235,18 +261,7 @@ def generate_transactions(spark: SparkSession, cfg: GeneratorConfig) -> DataFram
         * _by_persona(p, [F.lit(x.items_mean - 1.0) for x in PERSONAS])
     ).cast("int")
     sign = F.when(is_return, F.lit(-1)).otherwise(F.lit(1))
-    category = _by_persona(p, [_pick(_uniform(s, 10, seed), x.categories) for x in PERSONAS])
-    channel = _by_persona(p, [_pick(_uniform(s, 13, seed), x.channels) for x in PERSONAS])
-
-    return df.select(
-        F.concat(F.lit("T"), F.lpad(s.cast("string"), 12, "0")).alias("transaction_id"),
-        _customer_id(cust).alias("customer_id"),
-        timestamp.alias("timestamp"),
-        F.round(sign * spend, 2).alias("amount"),
-        (sign * items).cast("int").alias("quantity"),
-        category.alias("category"),
-        channel.alias("channel"),
-    )
+    return F.round(sign * spend, 2), (sign * items).cast("int")
 
 
 def generate_customers(spark: SparkSession, cfg: GeneratorConfig) -> DataFrame:
