@@ -23,7 +23,7 @@ from delta.exceptions import (
     MetadataChangedException,
     ProtocolChangedException,
 )
-from delta.tables import DeltaTable
+from delta.tables import DeltaMergeBuilder, DeltaTable
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -269,14 +269,28 @@ def merge_current_assignments(spark: SparkSession, scored: DataFrame, target: Ou
         F.lit(as_of).cast("date").alias("as_of"), *clv,
     )  # fmt: skip
     if not table_exists(spark, target):
-        initial = staged.select(
-            *staged.columns,
-            F.col("as_of").alias("segment_since"),
-            F.lit(True).alias("active"),
-            F.lit(None).cast("date").alias("missing_since"),
-        )
-        write_table(initial.select(*CURRENT_COLUMNS, *clv), target)
+        _create_current_assignments(staged, clv, target)
         return
+    merge = _current_assignments_merge(_table_with_clv_columns(spark, target, clv), staged, clv, as_of)
+    with committing(target):
+        merge.execute()
+    log.info("merged %s assignments into %s", as_of, target.location)
+
+
+def _create_current_assignments(staged: DataFrame, clv: Sequence[str], target: OutputConfig) -> None:
+    """The first snapshot: every staged customer active, in its segment since ``as_of``."""
+    initial = staged.select(
+        *staged.columns,
+        F.col("as_of").alias("segment_since"),
+        F.lit(True).alias("active"),
+        F.lit(None).cast("date").alias("missing_since"),
+    )
+    write_table(initial.select(*CURRENT_COLUMNS, *clv), target)
+
+
+def _table_with_clv_columns(spark: SparkSession, target: OutputConfig, clv: Sequence[str]) -> DeltaTable:
+    """The current-assignments table, having first gained (nullable, in one ``ALTER TABLE``
+    commit) those of the CLV columns ``clv`` it lacks."""
     table = _delta_table(spark, target)
     absent = [c for c in clv if c not in table.toDF().columns]
     if absent:
@@ -285,6 +299,13 @@ def merge_current_assignments(spark: SparkSession, scored: DataFrame, target: Ou
             spark.sql(f"ALTER TABLE {_sql_name(target)} ADD COLUMNS ({columns})")
         log.info("added the CLV columns %s to %s", absent, target.location)
         table = _delta_table(spark, target)  # the handle read before ALTER keeps the old schema
+    return table
+
+
+def _current_assignments_merge(
+    table: DeltaTable, staged: DataFrame, clv: Sequence[str], as_of: str
+) -> DeltaMergeBuilder:
+    """The MERGE of ``staged`` into ``table`` (its rules in :func:`merge_current_assignments`)."""
     changed = "t.segment <> s.segment OR t.model_version <> s.model_version OR NOT t.active"
     refreshed = ("as_of", "probability", "segment_name", *clv)
     # A new or changed assignment starts its segment_since at this snapshot.
@@ -294,7 +315,7 @@ def merge_current_assignments(spark: SparkSession, scored: DataFrame, target: Ou
         "active": "true",
         "missing_since": "CAST(NULL AS DATE)",
     }
-    merge = (
+    return (
         table.alias("t")
         .merge(staged.alias("s"), "t.customer_id = s.customer_id")
         .whenMatchedUpdate(condition=changed, set=new_assignment)
@@ -305,9 +326,6 @@ def merge_current_assignments(spark: SparkSession, scored: DataFrame, target: Ou
         .whenNotMatchedInsert(values={"customer_id": "s.customer_id", **new_assignment})
         .whenNotMatchedBySourceUpdate(condition="t.active", set={"active": "false", "missing_since": f"DATE'{as_of}'"})
     )
-    with committing(target):
-        merge.execute()
-    log.info("merged %s assignments into %s", as_of, target.location)
 
 
 def _sql_name(target: OutputConfig) -> str:
