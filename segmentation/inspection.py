@@ -38,11 +38,13 @@ counts are what ``segmentation-build-features`` would quarantine with the sugges
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pyspark.sql import Column, DataFrame, Row, SparkSession
@@ -437,67 +439,64 @@ def inspect_transactions(
     alternatives = {role: [c for c in cols if c != mapping.get(role)] for role, cols in candidates.items()}
     where = f"{source.format} input '{source.location}'" if not source.table else f"table '{source.table}'"
 
-    # One pass over the raw table: rows, nulls per column, distinct customers, integer timestamps' range.
     customer = mapping.get("customer_id") if _contract_ok(df, "customer_id", mapping, where) else None
     ts_column = mapping.get("timestamp")
     integer_ts = ts_column in names and isinstance(df.schema[ts_column].dataType, (T.IntegerType, T.LongType))
-    aggs = [F.count(F.lit(1)).alias("__rows"), *(F.count(F.col(n)).alias(f"__n{i}") for i, n in enumerate(names))]
-    if customer:
-        aggs.append(F.count_distinct(_text(customer)).alias("__customers"))
-    if integer_ts:
-        aggs += [F.min(ts_column).alias("__ts_low"), F.max(ts_column).alias("__ts_high")]
-    raw = df.agg(*aggs).first()
+    raw = _table_counts(df, names, customer, ts_column if integer_ts else None)
     rows = int(raw["__rows"])
-    nulls = {n: rows - int(raw[f"__n{i}"]) for i, n in enumerate(names)}
-    customers = int(raw["__customers"]) if customer else None
     unit, unit_note = _timestamp_unit(source, integer_ts, raw)
-    usable = {r: n for r, n in mapping.items() if _contract_ok(df, r, mapping, where, unit)}
-
     baskets = None
     if mapping.get("basket_id") in names:
         baskets = basket_size_distribution(df, mapping["basket_id"], customer)
 
     common = dict(
-        source=source, format_note=format_note, schema=schema, nulls=nulls, rows=rows, mapping=mapping,
-        configured=configured, alternatives=alternatives, notes=type_mismatches(schema), customers=customers,
+        source=source, format_note=format_note, schema=schema, rows=rows, mapping=mapping, configured=configured,
+        nulls={n: rows - int(raw[f"__n{i}"]) for i, n in enumerate(names)}, alternatives=alternatives,
+        notes=type_mismatches(schema), customers=int(raw["__customers"]) if customer else None,
         baskets=baskets, max_quarantine_share=cfg.features.max_quarantine_share,
         snippet=yaml_snippet(source, mapping, timestamp_unit=unit), timestamp_unit=unit, timestamp_unit_note=unit_note,
     )  # fmt: skip
     skipped = _preview_blocker(df, mapping, where, rows, unit)
     if skipped is not None:
-        time_range = None
-        if "timestamp" in usable and rows:
-            parsed = _parsed(df, {r: n for r, n in usable.items() if r in REQUIRED_ROLES}, unit)
-            low, high = parsed.agg(_text_min_max("timestamp")).first()[0]
-            time_range = (low, high) if low is not None else None
-        return Inspection(**common, time_range=time_range, skipped=skipped)
+        return Inspection(**common, time_range=_time_range(df, mapping, where, rows, unit), skipped=skipped)
+    return Inspection(**common, **_quarantine_preview(df, mapping, unit, cfg.features.as_of))
 
+
+def _table_counts(df: DataFrame, names: Sequence[str], customer: str | None, integer_ts_column: str | None) -> Row:
+    """One pass over the raw table: ``__rows``, ``__n<i>`` (non-null values of ``names[i]``),
+    ``__customers`` (distinct, with a usable customer column) and ``__ts_low`` / ``__ts_high``
+    (the range of an integer timestamp column)."""
+    aggs = [F.count(F.lit(1)).alias("__rows"), *(F.count(F.col(n)).alias(f"__n{i}") for i, n in enumerate(names))]
+    if customer:
+        aggs.append(F.count_distinct(_text(customer)).alias("__customers"))
+    if integer_ts_column:
+        aggs += [F.min(integer_ts_column).alias("__ts_low"), F.max(integer_ts_column).alias("__ts_high")]
+    return df.agg(*aggs).first()
+
+
+def _time_range(
+    df: DataFrame, mapping: Mapping[str, str], where: str, rows: int, unit: str | None
+) -> tuple[str, str] | None:
+    """The first and last parsed timestamp when the quarantine preview cannot run, if the
+    timestamp column passes the input contract on its own."""
+    usable = {r: n for r, n in mapping.items() if _contract_ok(df, r, mapping, where, unit)}
+    if "timestamp" not in usable or not rows:
+        return None
+    parsed = _parsed(df, {r: n for r, n in usable.items() if r in REQUIRED_ROLES}, unit)
+    low, high = parsed.agg(_text_min_max("timestamp")).first()[0]
+    return (low, high) if low is not None else None
+
+
+def _quarantine_preview(
+    df: DataFrame, mapping: Mapping[str, str], unit: str | None, configured_as_of: dt.date | None
+) -> dict[str, Any]:
+    """The feature job's checks on ``df``: the :class:`Inspection` fields ``time_range``,
+    ``preview``, ``examples`` and ``as_of_note``, or ``skipped`` when no timestamp parses."""
     parsed = parse_rows(canonical_columns(df, mapping), unit)
-    as_of = cfg.features.as_of or default_as_of(parsed)
+    as_of = configured_as_of or default_as_of(parsed)
     if as_of is None:
-        return Inspection(
-            **common,
-            skipped=f"column '{mapping['timestamp']}' has no parseable timestamp; the feature job would stop",
-        )
-    as_of_note = "features.as_of" if cfg.features.as_of else "the day after the newest transaction (default)"
-    labelled = label_rows(parsed, as_of)
-    example = F.struct(
-        F.col("customer_id"),
-        *([F.col("transaction_id")] if "transaction_id" in labelled.columns else []),
-        _text("timestamp_raw").alias("timestamp"),
-        _text("amount_raw").alias("amount"),
-    )
-    groups = (
-        labelled.groupBy("reason")
-        .agg(
-            F.count(F.lit(1)).alias("rows"),
-            F.min("timestamp").cast("string").alias("first"),
-            F.max("timestamp").cast("string").alias("last"),
-            F.count_distinct("customer_id").alias("customers"),
-            F.any_value(example).alias("example"),
-        )
-        .collect()
-    )
+        return {"skipped": f"column '{mapping['timestamp']}' has no parseable timestamp; the feature job would stop"}
+    groups = _reason_groups(label_rows(parsed, as_of))
     by_reason = {g["reason"]: g for g in groups}
     kept = by_reason.get(None)
     firsts = [g["first"] for g in groups if g["first"] is not None]
@@ -509,13 +508,32 @@ def inspect_transactions(
         customers=int(kept["customers"]) if kept else 0,
         quarantined={r: int(by_reason[r]["rows"]) if r in by_reason else 0 for r in QUARANTINE_REASONS},
     )
-    examples = {r: g["example"].asDict() for r, g in by_reason.items() if r is not None}
-    return Inspection(
-        **common,
-        time_range=(min(firsts), max(lasts)) if firsts else None,
-        preview=report,
-        examples=examples,
-        as_of_note=as_of_note,
+    return {
+        "time_range": (min(firsts), max(lasts)) if firsts else None,
+        "preview": report,
+        "examples": {r: g["example"].asDict() for r, g in by_reason.items() if r is not None},
+        "as_of_note": "features.as_of" if configured_as_of else "the day after the newest transaction (default)",
+    }
+
+
+def _reason_groups(labelled: DataFrame) -> list[Row]:
+    """Per quarantine reason (None: kept): rows, first and last timestamp, customers and an example row."""
+    example = F.struct(
+        F.col("customer_id"),
+        *([F.col("transaction_id")] if "transaction_id" in labelled.columns else []),
+        _text("timestamp_raw").alias("timestamp"),
+        _text("amount_raw").alias("amount"),
+    )
+    return (
+        labelled.groupBy("reason")
+        .agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.min("timestamp").cast("string").alias("first"),
+            F.max("timestamp").cast("string").alias("last"),
+            F.count_distinct("customer_id").alias("customers"),
+            F.any_value(example).alias("example"),
+        )
+        .collect()
     )
 
 
@@ -606,7 +624,15 @@ def render(ins: Inspection) -> str:
     else:
         out.append("Distinct customers: unknown (no usable customer column)")
     out += [""] + _render_baskets(ins.baskets)
-    out += ["", "Suggested role mapping (input.transactions.columns)"]
+    out += ["", "Suggested role mapping (input.transactions.columns)"] + _render_roles(ins, width)
+    out += [""] + _render_preview(ins)
+    out += ["", "YAML for --config", "", ins.snippet.rstrip("\n")]
+    return "\n".join(out) + "\n"
+
+
+def _render_roles(ins: Inspection, width: int) -> list[str]:
+    """A line per role: its column and where the mapping came from, or why it has none; then the notes."""
+    out: list[str] = []
     known = config_roles()
     defaults = TransactionsInput().columns
     for role in [*ROLE_NAMES, *(r for r in known if r not in ROLE_NAMES)]:
@@ -631,9 +657,7 @@ def render(ins: Inspection) -> str:
     out += [f"  note: {note}" for note in ins.notes]
     if ins.timestamp_unit is None and ins.timestamp_unit_note:
         out.append(f"  note: {ins.mapping['timestamp']}: {ins.timestamp_unit_note}")
-    out += [""] + _render_preview(ins)
-    out += ["", "YAML for --config", "", ins.snippet.rstrip("\n")]
-    return "\n".join(out) + "\n"
+    return out
 
 
 def _render_baskets(b: BasketSizes | None) -> list[str]:
