@@ -10,7 +10,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import mlflow_state_restored
 from lifetimes.datasets import load_cdnow_summary_data_with_monetary_value
 from lifetimes.utils import calibration_and_holdout_data
 from mlflow.tracking import MlflowClient
@@ -67,46 +66,45 @@ def _features(spark, root: Path) -> pd.DataFrame:
 
 def test_train_clv_job_end_to_end(spark, tmp_path):
     frame = _features(spark, tmp_path)
-    with mlflow_state_restored():
-        assert main(_args(tmp_path)) == 0
+    assert main(_args(tmp_path)) == 0
 
-        out = read_table(spark, OutputConfig(path=str(tmp_path / "clv")))
-        assert set(out.columns) == {"customer_id", "as_of", *clv.OUTPUT_COLUMNS, "model_version"}
-        assert out.count() == len(frame) == out.select("customer_id").distinct().count()
-        assert out.where(F.col("as_of") != F.lit(AS_OF)).count() == 0
-        assert out.select("model_version").distinct().collect()[0][0] == "1"
-        bad = out.where(
-            ~((F.col("p_alive") >= 0) & (F.col("p_alive") <= 1)) | F.isnan("clv") | F.col("clv").isNull()
-        ).count()
-        assert bad == 0
+    out = read_table(spark, OutputConfig(path=str(tmp_path / "clv")))
+    assert set(out.columns) == {"customer_id", "as_of", *clv.OUTPUT_COLUMNS, "model_version"}
+    assert out.count() == len(frame) == out.select("customer_id").distinct().count()
+    assert out.where(F.col("as_of") != F.lit(AS_OF)).count() == 0
+    assert out.select("model_version").distinct().collect()[0][0] == "1"
+    bad = out.where(
+        ~((F.col("p_alive") >= 0) & (F.col("p_alive") <= 1)) | F.isnan("clv") | F.col("clv").isNull()
+    ).count()
+    assert bad == 0
 
-        client = MlflowClient()
-        version = client.get_model_version_by_alias("customer-clv", "champion")
-        assert str(version.version) == "1"
-        run = client.get_run(version.run_id)
-        metrics = run.data.metrics
-        for name in ("bgnbd_r", "bgnbd_alpha", "bgnbd_a", "bgnbd_b", "gg_p", "gg_q", "gg_v"):
-            assert np.isfinite(metrics[name]) and metrics[name] > 0
-        assert metrics["bgnbd_alpha"] == pytest.approx(4.41 * 7, rel=0.02)  # days: 7 x lifetimes' weeks
-        assert metrics["customers"] == 2357
-        assert 0 < metrics["distinct_triples"] < 2357
-        assert metrics["bgnbd_log_likelihood"] < 0
-        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "charts")}
-        assert {"charts/p_alive_matrix.png", "charts/repeat_purchases_expected_vs_actual.png"} <= artifacts
+    client = MlflowClient()
+    version = client.get_model_version_by_alias("customer-clv", "champion")
+    assert str(version.version) == "1"
+    run = client.get_run(version.run_id)
+    metrics = run.data.metrics
+    for name in ("bgnbd_r", "bgnbd_alpha", "bgnbd_a", "bgnbd_b", "gg_p", "gg_q", "gg_v"):
+        assert np.isfinite(metrics[name]) and metrics[name] > 0
+    assert metrics["bgnbd_alpha"] == pytest.approx(4.41 * 7, rel=0.02)  # days: 7 x lifetimes' weeks
+    assert metrics["customers"] == 2357
+    assert 0 < metrics["distinct_triples"] < 2357
+    assert metrics["bgnbd_log_likelihood"] < 0
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "charts")}
+    assert {"charts/p_alive_matrix.png", "charts/repeat_purchases_expected_vs_actual.png"} <= artifacts
 
-        model = mlflow.pyfunc.load_model("models:/customer-clv@champion")
-        sample = frame[list(clv.INPUT_COLUMNS)].head(20)
-        predicted = model.predict(sample)
-        expected = out.where(F.col("customer_id").isin(list(frame["customer_id"].head(20)))).toPandas()
-        expected = expected.set_index("customer_id").loc[frame["customer_id"].head(20)]
-        for column in clv.OUTPUT_COLUMNS:
-            np.testing.assert_allclose(predicted[column].to_numpy(), expected[column].to_numpy(), rtol=1e-9)
+    model = mlflow.pyfunc.load_model("models:/customer-clv@champion")
+    sample = frame[list(clv.INPUT_COLUMNS)].head(20)
+    predicted = model.predict(sample)
+    expected = out.where(F.col("customer_id").isin(list(frame["customer_id"].head(20)))).toPandas()
+    expected = expected.set_index("customer_id").loc[frame["customer_id"].head(20)]
+    for column in clv.OUTPUT_COLUMNS:
+        np.testing.assert_allclose(predicted[column].to_numpy(), expected[column].to_numpy(), rtol=1e-9)
 
-        # A rerun of the snapshot replaces its rows and moves the alias to the new version.
-        assert main(_args(tmp_path)) == 0
-        out = read_table(spark, OutputConfig(path=str(tmp_path / "clv")))
-        assert out.count() == len(frame)
-        assert {r[0] for r in out.select("model_version").distinct().collect()} == {"2"}
+    # A rerun of the snapshot replaces its rows and moves the alias to the new version.
+    assert main(_args(tmp_path)) == 0
+    out = read_table(spark, OutputConfig(path=str(tmp_path / "clv")))
+    assert out.count() == len(frame)
+    assert {r[0] for r in out.select("model_version").distinct().collect()} == {"2"}
 
 
 def test_train_clv_job_too_few_repeat_customers(spark, tmp_path, capsys):
@@ -116,8 +114,7 @@ def test_train_clv_job_too_few_repeat_customers(spark, tmp_path, capsys):
         + [T.StructField(c, T.DoubleType()) for c in clv.INPUT_COLUMNS]
     )
     write_table(spark.createDataFrame(rows, schema), OutputConfig(path=str(tmp_path / "features")), ["as_of"])
-    with mlflow_state_restored():
-        assert main(_args(tmp_path)) == 2
+    assert main(_args(tmp_path)) == 2
     assert "only 1 customer(s) with a repeat purchase" in capsys.readouterr().err
 
 
@@ -151,11 +148,10 @@ def test_train_clv_job_holdout_on_cdnow(spark, tmp_path):
             "clv.holdout_days": 273,
         },
     )
-    with mlflow_state_restored():
-        assert main(args) == 0
-        runs = mlflow.search_runs(experiment_names=["test-clv"])
-        run = runs.iloc[0]
-        assert run["tags.calibration_end"] == "1997-09-30"
+    assert main(args) == 0
+    runs = mlflow.search_runs(experiment_names=["test-clv"])
+    run = runs.iloc[0]
+    assert run["tags.calibration_end"] == "1997-09-30"
     theirs = calibration_and_holdout_data(
         tx, "customer_id", "timestamp", calibration_period_end="1997-09-30", observation_period_end="1998-06-30"
     )

@@ -90,17 +90,16 @@ def _raw_store(root: Path) -> list[bytes]:
 
 def test_secrets_in_the_config_reach_no_param_tag_or_artifact(spark, secret_config, tmp_path):
     root, sets, drawn = secret_config
-    with mlflow_state_restored():
-        cfg = make_config(root, **sets)
-        result = run_training(spark, cfg)
-        client = MlflowClient()
-        experiment_id = client.get_experiment_by_name("security").experiment_id
-        children = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{result.run_id}'")
-        assert len(children) == 2  # kmeans k=2 and k=3
-        text, paths, blobs = _everything_logged([result.run_id, *(c.info.run_id for c in children)], tmp_path)
-        version = client.get_model_version(cfg.mlflow.registered_model, result.model_version)
-        text += "\n" + repr((version.tags, version.description, version.source))
-        raw = _raw_store(root)
+    cfg = make_config(root, **sets)
+    result = run_training(spark, cfg)
+    client = MlflowClient()
+    experiment_id = client.get_experiment_by_name("security").experiment_id
+    children = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{result.run_id}'")
+    assert len(children) == 2  # kmeans k=2 and k=3
+    text, paths, blobs = _everything_logged([result.run_id, *(c.info.run_id for c in children)], tmp_path)
+    version = client.get_model_version(cfg.mlflow.registered_model, result.model_version)
+    text += "\n" + repr((version.tags, version.description, version.source))
+    raw = _raw_store(root)
 
     # The scan sees what was logged: the input table's path, the model, the report.
     assert f"input_table={cfg.features.output.path}" in text
@@ -116,16 +115,15 @@ def test_a_password_in_a_uri_is_redacted_from_the_failed_run(spark, secret_confi
     tag and ``error.txt`` keep the message with the password replaced by ``***``."""
     root, sets, drawn = secret_config
     quality = f"file://etl:{drawn['uri']}@{root}/quality"  # user information, as Hadoop's ftp and s3a take it
-    with mlflow_state_restored():
-        cfg = make_config(root, **{**sets, "features.quality.path": quality, "mlflow.experiment": "security-failed"})
-        with pytest.raises(Exception, match="Wrong FS") as raised:  # noqa: PT011 - Spark's IllegalArgumentException
-            run_training(spark, cfg)
-        assert drawn["uri"] in str(raised.value)  # the leak this guards against is real
-        client = MlflowClient()
-        experiment_id = client.get_experiment_by_name("security-failed").experiment_id
-        (run,) = client.search_runs([experiment_id])
-        error_txt = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/error.txt")
-        raw = _raw_store(root)
+    cfg = make_config(root, **{**sets, "features.quality.path": quality, "mlflow.experiment": "security-failed"})
+    with pytest.raises(Exception, match="Wrong FS") as raised:  # noqa: PT011 - Spark's IllegalArgumentException
+        run_training(spark, cfg)
+    assert drawn["uri"] in str(raised.value)  # the leak this guards against is real
+    client = MlflowClient()
+    experiment_id = client.get_experiment_by_name("security-failed").experiment_id
+    (run,) = client.search_runs([experiment_id])
+    error_txt = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/error.txt")
+    raw = _raw_store(root)
 
     assert run.info.status == "FAILED"
     redacted = f"file://etl:***@{root}/quality"
@@ -141,23 +139,22 @@ def test_every_text_sent_to_mlflow_is_redacted(tmp_path):
     password = _secret("pw")
     leaky = f"s3a://AKIDEXAMPLE:{password}@bucket/features"
     harmless = "abfss://container@account.dfs.core.windows.net/features"
-    with mlflow_state_restored():
-        from segmentation.config import MlflowConfig
+    from segmentation.config import MlflowConfig
 
-        tracking.configure(MlflowConfig(
-            tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_location=str(tmp_path / "artifacts"),
-            experiment="redaction",
-        ))  # fmt: skip
-        with tracking.tracked_run("redaction", tags={"input_table": leaky, "other_table": harmless}) as run:
-            tracking.log_params({"source": leaky})
-            tracking.set_tags({"source": leaky})
-            tracking.child_run("child", params={"source": leaky}, metrics={"m": 1.0}, tags={"source": leaky})
-            tracking.log_text(f"read {leaky}", "notes/text.txt")
-            tracking.log_dict({"source": leaky, "nested": [{leaky: leaky}]}, "notes/data.json")
-            tracking.log_table(pd.DataFrame({"source": [leaky, harmless]}), "notes/table.csv")
-        client = MlflowClient()
-        (child,) = client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
-        text, paths, blobs = _everything_logged([run.info.run_id, child.info.run_id], tmp_path / "download")
+    tracking.configure(MlflowConfig(
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_location=str(tmp_path / "artifacts"),
+        experiment="redaction",
+    ))  # fmt: skip
+    with tracking.tracked_run("redaction", tags={"input_table": leaky, "other_table": harmless}) as run:
+        tracking.log_params({"source": leaky})
+        tracking.set_tags({"source": leaky})
+        tracking.child_run("child", params={"source": leaky}, metrics={"m": 1.0}, tags={"source": leaky})
+        tracking.log_text(f"read {leaky}", "notes/text.txt")
+        tracking.log_dict({"source": leaky, "nested": [{leaky: leaky}]}, "notes/data.json")
+        tracking.log_table(pd.DataFrame({"source": [leaky, harmless]}), "notes/table.csv")
+    client = MlflowClient()
+    (child,) = client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
+    text, paths, blobs = _everything_logged([run.info.run_id, child.info.run_id], tmp_path / "download")
 
     assert {"notes/text.txt", "notes/data.json", "notes/table.csv"} <= paths
     assert password not in text and not any(password.encode() in blob for blob in blobs)
