@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -29,12 +28,11 @@ from segmentation.quality import (
     parse_rows,
     resolve_roles,
 )
+from segmentation.snapshots import Persist
 
 __all__ = ["compute_features"]
 
 log = logging.getLogger(__name__)
-
-Persist = Callable[[DataFrame], DataFrame]  # segmentation.snapshots.persisting's callable
 
 
 def compute_features(

@@ -122,8 +122,11 @@ def latest_clv(spark: SparkSession, cfg: AppConfig, as_of: str) -> tuple[DataFra
     return chosen, str(newest)
 
 
+Persist = Callable[..., DataFrame]  # the callable ``persisting`` yields; stages take it to persist their frames
+
+
 @contextlib.contextmanager
-def persisting() -> Iterator[Callable[..., DataFrame]]:
+def persisting() -> Iterator[Persist]:
     """``with persisting() as persist: frame = persist(df)``: every frame persisted through it is
     released when the block ends, whether it ends normally or with an error."""
     frames: list[DataFrame] = []

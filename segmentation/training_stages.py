@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +42,7 @@ from segmentation.monitoring import drift_report, migration_matrix
 from segmentation.preprocessing import drop_degenerate_columns, fit_preprocessing, resolve_feature_columns
 from segmentation.profiles import SegmentDescription, describe_segments
 from segmentation.selection import Choice, choose
-from segmentation.snapshots import training_reference, with_clv
+from segmentation.snapshots import Persist, training_reference, with_clv
 from segmentation.sweep import Sweep
 
 __all__ = [
@@ -64,8 +63,6 @@ log = logging.getLogger(__name__)
 
 SEGMENT_COL = "segment"
 CLUSTER_COL = "cluster"
-
-Persist = Callable[[DataFrame], DataFrame]
 
 
 class Laps:
