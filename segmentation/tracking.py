@@ -83,6 +83,10 @@ SWEEP_ARTIFACT = "selection/sweep.csv"
 PROFILE_ARTIFACT = "profiles/segment_profile.csv"
 RULES_ARTIFACT = "profiles/segment_rules.json"
 REPORT_ARTIFACT = "report/segment_report.html"
+# MLflow's UI opens an experiment without this tag on its GenAI overview (traces, token use);
+# with it, on the runs table and the model-training views.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = {EXPERIMENT_KIND_TAG: "custom_model_development"}
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 _PINNED = ("pyspark", "delta-spark", "mlflow", "pandas", "numpy", "pyarrow", "pydantic", "PyYAML")
@@ -130,9 +134,11 @@ def configure(cfg: MlflowConfig) -> str:
     experiment = mlflow.get_experiment_by_name(cfg.experiment)
     if experiment is None:
         location = _uri(cfg.artifact_location) if cfg.artifact_location else None
-        experiment_id = mlflow.create_experiment(cfg.experiment, artifact_location=location)
+        experiment_id = mlflow.create_experiment(cfg.experiment, artifact_location=location, tags=EXPERIMENT_KIND)
     else:
         experiment_id = experiment.experiment_id
+        if EXPERIMENT_KIND_TAG not in experiment.tags:  # an experiment made before, or by hand; a set kind is kept
+            MlflowClient().set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND[EXPERIMENT_KIND_TAG])
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 
