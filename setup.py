@@ -21,6 +21,7 @@ RUNTIME = [
 ]
 DEV = [
     "pytest==9.2.0",
+    "pytest-randomly==5.1.0",  # test order shuffled (seed fixed in pyproject.toml), so order dependence shows
     "ruff==0.17.6",
     "scikit-learn==1.9.1",  # reference implementation in tests and the benchmark
     "Lifetimes==0.11.3",  # reference for the lifetimes-compatible feature columns
@@ -41,7 +42,11 @@ setup(
     long_description=Path("README.md").read_text() if Path("README.md").exists() else __doc__,
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(exclude=["tests*"]) + ["jobs"],
+    # conf/ ships inside the package as segmentation/conf, so `--env NAME` works from an installed
+    # wheel (a Databricks wheel task) with no conf/ beside the working directory.
+    packages=find_packages(exclude=["tests*"]) + ["jobs", "segmentation.conf"],
+    package_dir={"segmentation.conf": "conf"},
+    package_data={"segmentation.conf": ["*.yaml", "examples/*.yaml"]},
     include_package_data=True,
     install_requires=RUNTIME,
     extras_require={"dev": DEV},

@@ -19,6 +19,9 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from segmentation.config import AppConfig, default_config_files, load_config
 from segmentation.errors import SegmentationError, from_spark_failure
@@ -70,7 +73,12 @@ def job_parser(description: str) -> argparse.ArgumentParser:
         metavar="FILE",
         help="YAML config file; repeat to layer overlays (default: conf/base.yaml + conf/<env>.yaml)",
     )
-    parser.add_argument("--env", default="local", help="overlay used when no --config is given (default: local)")
+    parser.add_argument(
+        "--env",
+        default=None,
+        help="overlay conf/<env>.yaml on top of conf/base.yaml, from ./conf or else the config installed with the "
+        "package (default: local; with --config, only when given, and the --config files layer on top)",
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -80,12 +88,32 @@ def job_parser(description: str) -> argparse.ArgumentParser:
         help="override one dotted config key, e.g. --set features.as_of=2024-12-31 (repeatable)",
     )
     parser.add_argument("--log-level", default="INFO", help="Python log level (default: INFO)")
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the merged config (option values masked) and exit"
+    )
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> AppConfig:
-    files = args.config if args.config else default_config_files(args.env)
+    """``--config`` files alone; or ``base.yaml``, the ``--env`` overlay (default local), then any ``--config``."""
+    if args.config and args.env is None:
+        files = args.config
+    else:
+        files = [*default_config_files(args.env or "local"), *(args.config or [])]
     return load_config(files, args.overrides)
+
+
+def printable(cfg: AppConfig) -> str:
+    """``cfg`` as YAML, with the values of every ``options`` mapping (where credentials go) and the
+    passwords in URIs masked."""
+    from segmentation.tracking import REDACTED, redact
+
+    def mask(data: Any, key: str = "") -> Any:
+        if isinstance(data, dict):
+            return {k: (REDACTED if key == "options" else mask(v, k)) for k, v in data.items()}
+        return redact(data) if isinstance(data, str) else data
+
+    return yaml.safe_dump(mask(cfg.model_dump(mode="json")), sort_keys=False)
 
 
 def run_job(name: str, body: Callable[[], object]) -> int:
@@ -132,4 +160,11 @@ def _reason(line: str) -> None:
 def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
+    if getattr(args, "print_config", False):
+        try:
+            text = printable(config_from_args(args))
+        except SegmentationError as exc:
+            parser.exit(EXIT_USER_ERROR, f"{parser.prog}: error: {exc}\n")
+        print(text, end="")
+        parser.exit(EXIT_OK)
     return args

@@ -419,22 +419,26 @@ class AppConfig(_Section):
 
 # --------------------------------------------------------------------------- loading
 
-PROJECT_CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+PROJECT_CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # a checkout: the repository's conf/
+PACKAGED_CONF_DIR = Path(__file__).resolve().parent / "conf"  # an installed wheel: conf/ as package data
 
 
 def default_config_files(env: str = "local", conf_dir: Path | None = None) -> list[Path]:
-    """``base.yaml`` plus the ``<env>.yaml`` overlay from ``conf_dir`` (default: ./conf, then the project's)."""
-    candidates = [conf_dir] if conf_dir else [Path.cwd() / "conf", PROJECT_CONF_DIR]
-    for directory in candidates:
-        if directory and (directory / "base.yaml").is_file():
-            files = [directory / "base.yaml"]
-            overlay = directory / f"{env}.yaml"
-            if env != "base":
-                if not overlay.is_file():
-                    raise ConfigError(f"config overlay for env '{env}' not found: {overlay}")
-                files.append(overlay)
-            return files
-    return []  # no conf/ shipped (for example a wheel on a cluster): the typed defaults apply
+    """``base.yaml`` plus the ``<env>.yaml`` overlay from ``conf_dir``; by default from ./conf when it
+    holds a ``base.yaml``, else from the config installed with the package (the wheel's copy of
+    conf/, or the checkout's). A missing overlay is an error, never a silent fallback."""
+    candidates = [conf_dir] if conf_dir else [Path.cwd() / "conf", PACKAGED_CONF_DIR, PROJECT_CONF_DIR]
+    directory = next((d for d in candidates if (d / "base.yaml").is_file()), None)
+    if directory is None:
+        raise ConfigError(f"no base.yaml in {' or '.join(map(str, candidates))}; pass the config files with --config")
+    files = [directory / "base.yaml"]
+    if env != "base":
+        overlay = directory / f"{env}.yaml"
+        if not overlay.is_file():
+            known = sorted(p.stem for p in directory.glob("*.yaml") if p.stem != "base")
+            raise ConfigError(f"config overlay for env '{env}' not found: {overlay} (overlays there: {known})")
+        files.append(overlay)
+    return files
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
