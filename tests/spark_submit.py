@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
+import time
 from pathlib import Path
 
 import pyspark
@@ -78,8 +79,10 @@ def default_command(job: str, master: str, packages: str, resources: list[str]) 
 
 
 def submit(command: list[str], root: Path, env: dict[str, str], expect: int = 0) -> subprocess.CompletedProcess:
+    started = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=root, timeout=900)
     job = next(Path(a).stem for a in command if a.endswith(".py"))
+    print(f"spark-submit {job}: exit {done.returncode} after {time.monotonic() - started:.1f} s")  # with pytest -s
     assert done.returncode == expect, f"{job} exited {done.returncode}:\n{done.stderr[-3000:]}"
     return done
 

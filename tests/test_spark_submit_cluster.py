@@ -25,13 +25,14 @@ from spark_submit import (
     default_command,
     delta_operations,
     delta_tables,
+    log_lines,
     readme_command,
     retrained,
     stderr_lines,
     submit,
 )
 
-from segmentation.spark import delta_maven_coordinate
+from segmentation.spark import DELTA_EXTENSION, delta_maven_coordinate
 
 
 def _start(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
@@ -79,13 +80,15 @@ def cluster(tmp_path_factory):
 
 RESOURCES = ["--driver-memory", "1g", "--conf", "spark.executor.memory=1g", "--conf", "spark.cores.max=1",
              "--conf", f"spark.pyspark.python={sys.executable}", "--conf", "spark.ui.enabled=false"]  # fmt: skip
+USER_EXTENSION = "com.example.UsersOwnExtension"  # not on the classpath: Spark logs it and goes on
 
 
 def test_every_job_runs_and_reruns_over_its_own_tables_on_a_standalone_cluster(spark, cluster):
     """Round one: the README's spark-submit lines. Round two: the default configuration, over the
     tables round one wrote, as a nightly rerun does: each job replaces its snapshot, deletes or
-    merges. Before the session factory was fixed, round two stopped in the feature job with a
-    ClassCastException (Delta's extension was configured but not active)."""
+    merges, with a user's own ``spark.sql.extensions`` passed as well. Before the session factory
+    was fixed, round two stopped in the feature job with a ClassCastException (Delta's extension was
+    configured but not active)."""
     url, ui_port, root, env = cluster
     data = root / "data"
     for job in JOBS:
@@ -93,11 +96,15 @@ def test_every_job_runs_and_reruns_over_its_own_tables_on_a_standalone_cluster(s
     first = delta_tables(spark, data)
     assert first["features"] and first["segments_current"] and first["segment_assignments@1"]
 
-    for job in JOBS:
-        submit(default_command(job, url, delta_maven_coordinate(), RESOURCES), root, env)
+    # Round two also passes a user's own extension, which the session factory must keep beside Delta's.
+    rerun = [*RESOURCES, "--conf", f"spark.sql.extensions={USER_EXTENSION}"]
+    done = [submit(default_command(job, url, delta_maven_coordinate(), rerun), root, env) for job in JOBS]
     assert delta_tables(spark, data) == retrained(first)  # each snapshot replaced, nothing appended twice
     assert delta_operations(spark, data, "features").count("WRITE") == 2
     assert "MERGE" in delta_operations(spark, data, "segments_current")[1:]
+    for job in done:
+        started = log_lines(job, "Spark .* session started")
+        assert started and f"extensions={USER_EXTENSION},{DELTA_EXTENSION}" in started[0], job.stdout[-2000:]
 
     state = _master_state(ui_port)
     finished = [app for app in state["completedapps"] if app["state"] == "FINISHED"]
