@@ -106,14 +106,14 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
 def printable(cfg: AppConfig) -> str:
     """``cfg`` as YAML, with the values of every ``options`` mapping (where credentials go) and the
     passwords in URIs masked."""
-    from segmentation.tracking import REDACTED, redact
+    from segmentation.tracking import REDACTED, redact_data
 
-    def mask(data: Any, key: str = "") -> Any:
+    def mask_options(data: Any, key: str = "") -> Any:
         if isinstance(data, dict):
-            return {k: (REDACTED if key == "options" else mask(v, k)) for k, v in data.items()}
-        return redact(data) if isinstance(data, str) else data
+            return {k: (REDACTED if key == "options" else mask_options(v, k)) for k, v in data.items()}
+        return data
 
-    return yaml.safe_dump(mask(cfg.model_dump(mode="json")), sort_keys=False)
+    return yaml.safe_dump(redact_data(mask_options(cfg.model_dump(mode="json"))), sort_keys=False)
 
 
 def run_job(name: str, body: Callable[[], object]) -> int:

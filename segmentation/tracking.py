@@ -107,13 +107,14 @@ def _strings(values: Mapping[str, Any]) -> dict[str, str]:
     return {k: redact(str(v)) for k, v in values.items()}
 
 
-def _redact_json(data: Any) -> Any:
+def redact_data(data: Any) -> Any:
+    """``data`` (JSON-like: dicts, lists, strings) with :func:`redact` applied to every string and key."""
     if isinstance(data, str):
         return redact(data)
     if isinstance(data, dict):
-        return {redact(str(k)): _redact_json(v) for k, v in data.items()}
+        return {redact(str(k)): redact_data(v) for k, v in data.items()}
     if isinstance(data, list):
-        return [_redact_json(v) for v in data]
+        return [redact_data(v) for v in data]
     return data
 
 
@@ -241,7 +242,7 @@ def log_figure(figure: Any, artifact_file: str) -> None:
 
 
 def log_dict(data: Mapping[str, Any], artifact_file: str) -> None:
-    mlflow.log_dict(_redact_json(json.loads(json.dumps(data, default=str))), artifact_file)
+    mlflow.log_dict(redact_data(json.loads(json.dumps(data, default=str))), artifact_file)
 
 
 def log_text(text: str, artifact_file: str) -> None:
