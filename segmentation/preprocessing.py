@@ -1,29 +1,38 @@
-"""Preprocessing as a Spark ML pipeline saved with the model.
+"""Preprocessing as a Spark ML pipeline saved with the model, made of Spark's built-in stages only.
 
-Stages, in order: :class:`SignedLog1p` on skewed money / count / duration
-columns, :class:`QuantileCapper` (bounds fitted on the training data),
-``VectorAssembler``, ``StandardScaler`` (std 1; a constant column scales to 0,
-never NaN) and an optional ``PCA``. The scaler does not centre: every algorithm
-here is translation invariant under euclidean distance, and MLlib's
-BisectingKMeans splits a cluster by perturbing its centre in proportion to the
-centre's norm, so on mean-centred data the root (at the origin) never splits
-and the "k clusters" are one. Every stage is inside the
-fitted ``PipelineModel``, so scoring applies exactly the training transforms.
-The custom stages follow ``pyspark.ml``'s Params style and persist with
-``DefaultParamsWritable``, so the saved model loads wherever ``segmentation``
-is importable (the logged MLflow model carries the package).
+Stages, in order:
+
+* a ``SQLTransformer`` writing ``sign(x) * log1p(|x|)`` of the skewed money / count /
+  duration columns to ``<column>__signed_log1p``;
+* a ``SQLTransformer`` clipping every feature (its logged column where there is one) into
+  bounds fitted on the training data with ``approxQuantile`` at ``training.cap_quantiles``,
+  written into the statement as exact literals, to ``<input>__capped``;
+* ``VectorAssembler`` of those columns into ``raw_features``, ``StandardScaler`` (std 1; a
+  constant column scales to 0, never NaN) and an optional ``PCA``; the output is ``features``.
+
+The input columns pass through unchanged. The scaler does not centre: every algorithm
+here is translation invariant under euclidean distance, and MLlib's BisectingKMeans
+splits a cluster by perturbing its centre in proportion to the centre's norm, so on
+mean-centred data the root (at the origin) never splits and the "k clusters" are one.
+Every stage is inside the fitted ``PipelineModel``, so scoring applies exactly the
+training transforms, and the saved model loads wherever Spark does: from Scala or Java,
+over Spark Connect, in a Python environment without this package.
+
+:class:`SignedLog1p`, :class:`QuantileCapper` and :class:`QuantileCapperModel` are the
+pure-Python stages of the models saved before that; they are kept only so those models load.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from fnmatch import fnmatchcase
 
 from pyspark import keyword_only
-from pyspark.ml import Estimator, Model, Pipeline, PipelineModel, Transformer
-from pyspark.ml.feature import PCA, StandardScaler, VectorAssembler
+from pyspark.ml import Estimator, Model, PipelineModel, Transformer
+from pyspark.ml.feature import PCA, SQLTransformer, StandardScaler, VectorAssembler
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCols, HasOutputCols, HasRelativeError
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
@@ -32,18 +41,24 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from segmentation.config import TrainingConfig
-from segmentation.errors import ConfigError, DegenerateFeaturesError
+from segmentation.errors import ConfigError, ContractError, DegenerateFeaturesError
 
 __all__ = [
     "AUTO_LOG_PATTERN",
+    "CAP_SUFFIX",
+    "LOG_SUFFIX",
     "QuantileCapper",
     "QuantileCapperModel",
     "SignedLog1p",
-    "build_preprocessing",
+    "capping_stage",
     "drop_degenerate_columns",
+    "fit_capping",
     "fit_preprocessing",
     "log_columns",
     "resolve_feature_columns",
+    "signed_log_stage",
+    "sql_double",
+    "sql_name",
     "NUMERIC_TYPES",
 ]
 
@@ -57,10 +72,15 @@ AUTO_LOG_PATTERN = re.compile(
 _BOUNDED_PATTERN = re.compile(r"(share|rate|^cat_|^chan_)", re.IGNORECASE)
 NUMERIC_TYPES = (T.DoubleType, T.FloatType, T.IntegerType, T.LongType, T.ShortType, T.DecimalType)
 _KEYS = ("customer_id", "as_of")
+LOG_SUFFIX = "__signed_log1p"
+CAP_SUFFIX = "__capped"
+# approxQuantile's relative error for the capping bounds (the default of the QuantileCapper it replaces).
+CAP_RELATIVE_ERROR = 0.001
 
 
 class SignedLog1p(Transformer, HasInputCols, HasOutputCols, DefaultParamsReadable, DefaultParamsWritable):
-    """``sign(x) * log1p(|x|)``: compresses long tails, defined for zero and negative values."""
+    """``sign(x) * log1p(|x|)`` in place. Kept only so models saved before the preprocessing became
+    built-in stages load; new models use :func:`signed_log_stage`."""
 
     @keyword_only
     def __init__(self, *, inputCols: list[str] | None = None, outputCols: list[str] | None = None):
@@ -91,7 +111,9 @@ class _CapperParams(HasInputCols, HasOutputCols, HasRelativeError):
 
 
 class QuantileCapper(Estimator, _CapperParams, DefaultParamsReadable, DefaultParamsWritable):
-    """Learns per-column bounds at the ``lower`` / ``upper`` quantiles of the training data."""
+    """Learns per-column bounds at the ``lower`` / ``upper`` quantiles of the training data. Kept only
+    so models saved before the preprocessing became built-in stages load; new models use
+    :func:`fit_capping`."""
 
     @keyword_only
     def __init__(
@@ -132,7 +154,8 @@ class QuantileCapper(Estimator, _CapperParams, DefaultParamsReadable, DefaultPar
 
 
 class QuantileCapperModel(Model, _CapperParams, DefaultParamsReadable, DefaultParamsWritable):
-    """Clips each column into its fitted [lower bound, upper bound]."""
+    """Clips each column into its fitted [lower bound, upper bound]. Kept only so models saved before
+    the preprocessing became built-in stages load; new models use :func:`capping_stage`."""
 
     lowerBounds = Param(Params._dummy(), "lowerBounds", "fitted lower bounds", typeConverter=TypeConverters.toListFloat)
     upperBounds = Param(Params._dummy(), "upperBounds", "fitted upper bounds", typeConverter=TypeConverters.toListFloat)
@@ -224,38 +247,103 @@ def drop_degenerate_columns(df: DataFrame, feature_cols: Sequence[str]) -> list[
     return kept
 
 
-def build_preprocessing(
-    feature_cols: Sequence[str], cfg: TrainingConfig, pca_components: int | None = None
-) -> Pipeline:
-    """The preprocessing pipeline (unfitted). Output column: ``features`` (vector)."""
+def sql_name(column: str) -> str:
+    """``column`` as a Spark SQL identifier (backquoted, so any name is safe)."""
+    return "`" + column.replace("`", "``") + "`"
+
+
+def sql_double(value: float) -> str:
+    """A Spark SQL DOUBLE literal of exactly ``value``: Python's shortest round-tripping repr with
+    the ``D`` suffix (both sides parse it correctly rounded), non-finite values by CAST."""
+    value = float(value)
+    if math.isnan(value):
+        return "CAST('NaN' AS DOUBLE)"
+    if math.isinf(value):
+        return f"CAST('{'-' if value < 0 else ''}Infinity' AS DOUBLE)"
+    return f"{value!r}D"
+
+
+def _add_columns(expressions: Sequence[str]) -> SQLTransformer:
+    return SQLTransformer(statement=f"SELECT *, {', '.join(expressions)} FROM __THIS__")
+
+
+def signed_log_stage(columns: Sequence[str]) -> SQLTransformer:
+    """Adds ``<column>__signed_log1p`` = ``sign(x) * log1p(|x|)`` (double) for each of ``columns``:
+    compresses long tails, defined for zero and negative values; null stays null."""
+    return _add_columns(
+        [f"signum({sql_name(c)}) * log1p(abs({sql_name(c)})) AS {sql_name(c + LOG_SUFFIX)}" for c in columns]
+    )
+
+
+def capping_stage(bounds: Mapping[str, tuple[float, float]]) -> SQLTransformer:
+    """Adds ``<column>__capped``: the column as a double clipped into its ``(lower, upper)`` bounds,
+    written as exact literals. A null becomes the lower bound (``greatest`` skips nulls), as it did
+    with the stage this replaces."""
+    return _add_columns(
+        [
+            f"least(greatest(CAST({sql_name(c)} AS DOUBLE), {sql_double(low)}), {sql_double(high)}) "
+            f"AS {sql_name(c + CAP_SUFFIX)}"
+            for c, (low, high) in bounds.items()
+        ]
+    )
+
+
+def fit_capping(
+    df: DataFrame, columns: Sequence[str], quantiles: tuple[float, float], relative_error: float = CAP_RELATIVE_ERROR
+) -> SQLTransformer:
+    """:func:`capping_stage` with each column's bounds at its ``quantiles`` in ``df`` (``approxQuantile``,
+    which skips nulls)."""
+    found = df.approxQuantile(list(columns), list(quantiles), relative_error)
+    return capping_stage({c: (q[0], q[1]) for c, q in zip(columns, found, strict=True)})
+
+
+def _fit_column_stages(df: DataFrame, feature_cols: Sequence[str], cfg: TrainingConfig) -> tuple[list, list[str]]:
+    """The signed-log and capping stages, fitted on ``df``, and the columns the assembler reads after them."""
+    logged = set(log_columns(feature_cols, cfg))
+    after_log = [c + LOG_SUFFIX if c in logged else c for c in feature_cols]
+    columns = [c + CAP_SUFFIX for c in after_log] if cfg.cap_quantiles is not None else after_log
+    written = {c + LOG_SUFFIX for c in logged} | set(columns) - set(after_log)
+    if written & set(df.columns):
+        raise ContractError(f"the feature table already has column(s) {sorted(written & set(df.columns))}, "
+                            "which the preprocessing writes; rename or drop them")  # fmt: skip
     stages: list = []
-    logged = log_columns(feature_cols, cfg)
     if logged:
-        stages.append(SignedLog1p(inputCols=logged, outputCols=logged))
+        stages.append(signed_log_stage([c for c in feature_cols if c in logged]))
     if cfg.cap_quantiles is not None:
-        low, high = cfg.cap_quantiles
-        stages.append(QuantileCapper(inputCols=list(feature_cols), lower=low, upper=high))
-    scaled_col = "features" if not pca_components else "scaled_features"
-    stages.append(VectorAssembler(inputCols=list(feature_cols), outputCol="raw_features", handleInvalid="error"))
-    stages.append(StandardScaler(inputCol="raw_features", outputCol=scaled_col, withMean=False, withStd=True))
-    if pca_components:
-        stages.append(PCA(k=pca_components, inputCol=scaled_col, outputCol="features"))
-    return Pipeline(stages=stages)
+        logged_df = stages[0].transform(df) if stages else df
+        stages.append(fit_capping(logged_df, after_log, cfg.cap_quantiles))
+    return stages, columns
 
 
-def fit_preprocessing(df: DataFrame, feature_cols: Sequence[str], cfg: TrainingConfig) -> PipelineModel:
-    """Fit the pipeline; with ``pca.variance`` pick the fewest components reaching that explained variance."""
+def _pca_components(scaled: DataFrame, n_features: int, cfg: TrainingConfig) -> int:
+    """``pca.components``, or with ``pca.variance`` the fewest components of ``scaled_features``
+    reaching that explained variance; at most ``n_features``."""
     components = cfg.pca.components
     if cfg.pca.variance is not None:
-        scaled = build_preprocessing(feature_cols, cfg).fit(df).transform(df)
-        full = PCA(k=len(feature_cols), inputCol="features", outputCol="_pc").fit(scaled)
-        cumulative, components = 0.0, len(feature_cols)
+        full = PCA(k=n_features, inputCol="scaled_features", outputCol="_pc").fit(scaled)
+        cumulative, components = 0.0, n_features
         for i, share in enumerate(full.explainedVariance.toArray(), start=1):
             cumulative += share
             if cumulative >= cfg.pca.variance - 1e-12:
                 components = i
                 break
         log.info("PCA: %d components explain %.1f%% of the variance", components, 100 * cumulative)
-    if components is not None:
-        components = min(components, len(feature_cols))
-    return build_preprocessing(feature_cols, cfg, pca_components=components).fit(df)
+    return min(components, n_features)
+
+
+def fit_preprocessing(df: DataFrame, feature_cols: Sequence[str], cfg: TrainingConfig) -> PipelineModel:
+    """Fit the preprocessing on ``df`` (see the module docstring): a ``PipelineModel`` of built-in stages
+    whose output column is ``features`` (vector); with ``pca.variance`` PCA keeps the fewest components
+    reaching that explained variance."""
+    stages, columns = _fit_column_stages(df, feature_cols, cfg)
+    assembler = VectorAssembler(inputCols=columns, outputCol="raw_features", handleInvalid="error")
+    assembled = assembler.transform(PipelineModel(stages=stages).transform(df))
+    with_pca = cfg.pca.components is not None or cfg.pca.variance is not None
+    scaled_col = "scaled_features" if with_pca else "features"
+    scaler = StandardScaler(inputCol="raw_features", outputCol=scaled_col, withMean=False, withStd=True).fit(assembled)
+    stages += [assembler, scaler]
+    if with_pca:
+        scaled = scaler.transform(assembled)
+        k = _pca_components(scaled, len(feature_cols), cfg)
+        stages.append(PCA(k=k, inputCol=scaled_col, outputCol="features").fit(scaled))
+    return PipelineModel(stages=stages)

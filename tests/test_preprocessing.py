@@ -4,21 +4,24 @@ import math
 
 import numpy as np
 import pytest
-from pyspark.ml import PipelineModel
+from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.clustering import BisectingKMeans, GaussianMixture
+from pyspark.ml.feature import StandardScaler, VectorAssembler
 from pyspark.ml.functions import vector_to_array
 from pyspark.testing import assertDataFrameEqual
 
 from segmentation.config import TrainingConfig
-from segmentation.errors import ConfigError, DegenerateFeaturesError
+from segmentation.errors import ConfigError, ContractError, DegenerateFeaturesError
 from segmentation.preprocessing import (
     QuantileCapper,
     SignedLog1p,
-    build_preprocessing,
     drop_degenerate_columns,
+    fit_capping,
     fit_preprocessing,
     log_columns,
     resolve_feature_columns,
+    signed_log_stage,
+    sql_double,
 )
 
 SCHEMA = "customer_id STRING, as_of DATE, net_spend DOUBLE, n_purchases BIGINT, return_rate DOUBLE, trend DOUBLE"
@@ -42,13 +45,47 @@ def features(spark):
     return spark.createDataFrame(rows, SCHEMA)
 
 
-def test_signed_log1p_is_safe_for_zero_and_negative(spark):
+def test_signed_log_stage_is_safe_for_zero_negative_and_null_and_keeps_the_input(spark):
+    df = spark.createDataFrame([(1, 0.0), (2, -9.0), (3, math.e - 1), (4, None)], "i INT, x DOUBLE")
+    out = signed_log_stage(["x"]).transform(df).orderBy("i").collect()
+    assert [r.x__signed_log1p for r in out[:3]] == pytest.approx([0.0, -math.log(10.0), 1.0])
+    assert out[3].x__signed_log1p is None
+    assert [r.x for r in out] == [0.0, -9.0, math.e - 1, None]
+
+
+def test_capping_fits_bounds_on_training_data_and_clips_with_the_bounds_as_exact_literals(spark):
+    train = spark.createDataFrame([(float(v), (v + 1) / 3) for v in range(101)], "x DOUBLE, y DOUBLE")
+    stage = fit_capping(train, ["x", "y"], (0.1, 0.9), relative_error=0.0)
+    # The 11th and 91st of 101 sorted values; y's have no exact decimal form.
+    statement = stage.getStatement()
+    assert "10.0D" in statement and "90.0D" in statement
+    assert "3.6666666666666665D" in statement and "30.333333333333332D" in statement
+    new = spark.createDataFrame([(1, -5.0, -5.0), (2, 50.0, 5.0), (3, 1000.0, 1000.0), (4, None, None)],
+                                "i INT, x DOUBLE, y DOUBLE")  # fmt: skip
+    out = stage.transform(new).orderBy("i").collect()
+    assert [r.x__capped for r in out] == [10.0, 50.0, 90.0, 10.0]  # a null takes the lower bound
+    assert [r.y__capped for r in out] == [11 / 3, 5.0, 91 / 3, 11 / 3]
+    assert [r.x for r in out] == [-5.0, 50.0, 1000.0, None]
+
+
+def test_sql_double_reads_back_as_exactly_the_same_double(spark):
+    values = [0.1, 1 / 3, -2.5e-300, 1e16, 5e-324, 1.7976931348623157e308, 123456789.12345678, -0.0]
+    values += [math.inf, -math.inf]
+    literals = [f"{sql_double(v)} AS c{i}" for i, v in enumerate([*values, math.nan])]
+    row = spark.sql(f"SELECT {', '.join(literals)}").first()
+    assert [row[f"c{i}"] for i in range(len(values))] == values
+    assert math.isnan(row[f"c{len(values)}"])
+
+
+def test_legacy_signed_log1p_is_safe_for_zero_and_negative(spark):
+    """The pure-Python stage of models saved before; kept so they load and score."""
     df = spark.createDataFrame([(0.0,), (-9.0,), (math.e - 1,)], "x DOUBLE")
     out = [r.x for r in SignedLog1p(inputCols=["x"], outputCols=["x"]).transform(df).collect()]
     assert out == pytest.approx([0.0, -math.log(10.0), 1.0])
 
 
-def test_quantile_capper_fits_bounds_on_training_data_and_clips(spark):
+def test_legacy_quantile_capper_fits_bounds_on_training_data_and_clips(spark):
+    """The pure-Python stage of models saved before; kept so they load and score."""
     train = spark.createDataFrame([(float(v),) for v in range(101)], "x DOUBLE")
     model = QuantileCapper(inputCols=["x"], lower=0.1, upper=0.9, relativeError=0.0).fit(train)
     assert model.getOrDefault(model.lowerBounds) == [10.0] and model.getOrDefault(model.upperBounds) == [90.0]
@@ -83,6 +120,57 @@ def test_pipeline_scales_to_unit_variance_without_centring_and_round_trips(featu
     assertDataFrameEqual(loaded.transform(features), model.transform(features))
 
 
+def test_capping_bounds_are_the_quantiles_of_the_logged_values_and_every_stage_is_built_in(features):
+    cols = ["net_spend", "n_purchases", "return_rate", "trend"]
+    model = fit_preprocessing(features, cols, TrainingConfig())
+    assert all(type(stage).__module__.startswith("pyspark.ml.") for stage in model.stages)
+    assert model.stages[2].getInputCols() == ["net_spend__signed_log1p__capped", "n_purchases__signed_log1p__capped",
+                                              "return_rate__capped", "trend__capped"]  # fmt: skip
+    raw = features.toPandas()
+    out = model.transform(features).toPandas()
+    # The reference, in numpy: bounds at the 1st and 99th percentile (the sorted value at rank
+    # ceil(p * n), which approxQuantile returns exactly on 200 rows) of the signed log.
+    logged = np.sign(raw["net_spend"]) * np.log1p(np.abs(raw["net_spend"]))
+    low, high = np.quantile(logged, [0.01, 0.99], method="inverted_cdf")
+    assert (logged < low).sum() == 1 and (logged > high).sum() == 2  # the capping bites
+    np.testing.assert_allclose(out["net_spend__signed_log1p__capped"], np.clip(logged, low, high), rtol=1e-12)
+    low, high = np.quantile(raw["return_rate"], [0.01, 0.99], method="inverted_cdf")
+    np.testing.assert_array_equal(out["return_rate__capped"], np.clip(raw["return_rate"], low, high))
+    np.testing.assert_array_equal(out["net_spend"], raw["net_spend"])  # the input passes through
+
+
+def test_the_built_in_stages_give_the_vectors_of_the_legacy_python_stages(features):
+    """Same signed log, same capping bounds (quantiles of the logged values, relative error 0.001),
+    so a retrain with this version puts customers where the previous version would have."""
+    cols, cfg = ["net_spend", "n_purchases", "return_rate", "trend"], TrainingConfig()
+    logged = log_columns(cols, cfg)
+    legacy = Pipeline(stages=[
+        SignedLog1p(inputCols=logged, outputCols=logged),
+        QuantileCapper(inputCols=cols, lower=cfg.cap_quantiles[0], upper=cfg.cap_quantiles[1]),
+        VectorAssembler(inputCols=cols, outputCol="raw_features", handleInvalid="error"),
+        StandardScaler(inputCol="raw_features", outputCol="features", withMean=False, withStd=True),
+    ]).fit(features)  # fmt: skip
+    new = fit_preprocessing(features, cols, cfg)
+    legacy_vectors, new_vectors = (
+        np.array([r.features.toArray() for r in model.transform(features).orderBy("customer_id").collect()])
+        for model in (legacy, new)
+    )
+    np.testing.assert_allclose(new_vectors, legacy_vectors, rtol=1e-12, atol=1e-12)
+
+
+def test_without_log_or_capping_the_assembler_reads_the_input_columns(features):
+    cfg = TrainingConfig(log_features=[], cap_quantiles=None)
+    model = fit_preprocessing(features, ["net_spend", "trend"], cfg)
+    assert [type(stage).__name__ for stage in model.stages] == ["VectorAssembler", "StandardScalerModel"]
+    assert model.stages[0].getInputCols() == ["net_spend", "trend"]
+
+
+def test_a_feature_table_column_the_preprocessing_would_write_stops_the_fit(features):
+    clashing = features.withColumn("n_purchases__signed_log1p", features["trend"])
+    with pytest.raises(ContractError, match=r"already has column\(s\) \['n_purchases__signed_log1p'\]"):
+        fit_preprocessing(clashing, ["net_spend", "n_purchases", "trend"], TrainingConfig())
+
+
 def test_bisecting_kmeans_splits_the_preprocessed_data_into_k_clusters(features):
     # MLlib perturbs a cluster centre in proportion to its norm to split it; centred data
     # (root centre at the origin) used to come back as a single cluster.
@@ -96,7 +184,7 @@ def test_pca_by_components_and_by_variance(features):
     two = fit_preprocessing(features, cols, TrainingConfig(pca={"components": 2}))
     assert two.transform(features).first().features.size == 2
     # The reference: the eigenvalues of the scaled columns' covariance, with numpy.
-    scaled = build_preprocessing(cols, TrainingConfig()).fit(features).transform(features)
+    scaled = fit_preprocessing(features, cols, TrainingConfig()).transform(features)
     matrix = np.array([r.features.toArray() for r in scaled.select("features").collect()])
     shares = np.sort(np.linalg.eigvalsh(np.cov(matrix, rowvar=False)))[::-1]
     shares = shares / shares.sum()
