@@ -14,9 +14,14 @@ algorithm) on either
 A matched cluster keeps the old id and name only when the match is good enough
 (``min_overlap`` / ``max_centroid_distance``); otherwise it gets a fresh id.
 Old segments left without a match are retired, and retired ids are never
-reused. The resulting mapping is a :class:`SegmentRelabeler` stage at the end of
-the saved pipeline, so every loader (``mlflow.spark``, ``mlflow.pyfunc``, the
-scoring job) writes stable ids.
+reused. The resulting mapping is a built-in ``SQLTransformer`` (:func:`relabel_stage`)
+at the end of the saved pipeline, so every loader (``mlflow.spark``, ``mlflow.pyfunc``,
+the scoring job, ``PipelineModel.load`` without this package) writes stable ids. The
+mapping with its decisions is also the run's ``identity/segment_mapping.json``, which is
+where the next retrain and the scoring job read it.
+
+:class:`SegmentRelabeler` is the pure-Python stage of the models saved before that; it is
+kept only so those models load.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any
 import numpy as np
 from pyspark import keyword_only
 from pyspark.ml import Transformer
+from pyspark.ml.feature import SQLTransformer
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol
 from pyspark.ml.stat import Summarizer
@@ -36,6 +42,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from scipy.optimize import linear_sum_assignment
 
+from segmentation.preprocessing import sql_name
+
 __all__ = [
     "IdentityMapping",
     "SegmentRelabeler",
@@ -43,13 +51,16 @@ __all__ = [
     "contingency",
     "initial_mapping",
     "match_segments",
+    "relabel_stage",
 ]
 
 log = logging.getLogger(__name__)
 
 
 class SegmentRelabeler(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable, DefaultParamsWritable):
-    """Maps a clustering model's cluster index (``inputCol``) to a stable segment id (``outputCol``)."""
+    """Maps a clustering model's cluster index (``inputCol``) to a stable segment id (``outputCol``).
+    Kept only so models saved before the relabelling became built-in load; new models use
+    :func:`relabel_stage`."""
 
     mapping = Param(
         Params._dummy(), "mapping", "stable segment id of each cluster index", typeConverter=TypeConverters.toListInt
@@ -74,6 +85,16 @@ class SegmentRelabeler(Transformer, HasInputCol, HasOutputCol, DefaultParamsRead
         ids = F.array(*[F.lit(int(i)) for i in self.getMapping()])
         cluster = F.col(self.getInputCol()).cast("int")
         return dataset.withColumn(self.getOutputCol(), F.element_at(ids, cluster + 1).cast("double"))
+
+
+def relabel_stage(mapping: list[int], input_col: str = "cluster", output_col: str = "prediction") -> SQLTransformer:
+    """Adds ``output_col``: the stable segment id (double, as a clustering model's prediction is)
+    of the cluster index in ``input_col``, ``mapping[cluster]``, as a built-in stage."""
+    if not mapping:
+        raise ValueError("the segment mapping is empty; it needs one segment id per cluster")
+    ids = ", ".join(str(int(i)) for i in mapping)
+    expression = f"CAST(element_at(array({ids}), CAST({sql_name(input_col)} AS INT) + 1) AS DOUBLE)"
+    return SQLTransformer(statement=f"SELECT *, {expression} AS {sql_name(output_col)} FROM __THIS__")
 
 
 @dataclass(frozen=True)

@@ -30,11 +30,11 @@ from segmentation.errors import ContractError
 from segmentation.evaluation import adjusted_rand_index, evaluate_clustering
 from segmentation.identity import (
     IdentityMapping,
-    SegmentRelabeler,
     centroid_distances,
     contingency,
     initial_mapping,
     match_segments,
+    relabel_stage,
 )
 from segmentation.io import read_table
 from segmentation.models import build_estimator
@@ -52,6 +52,7 @@ __all__ = [
     "Laps",
     "Prepared",
     "Trained",
+    "assemble_model",
     "compare",
     "current_champion",
     "describe",
@@ -63,6 +64,8 @@ log = logging.getLogger(__name__)
 
 SEGMENT_COL = "segment"
 CLUSTER_COL = "cluster"
+# What the stages after finalise read of the scored snapshot (probability: GaussianMixture only).
+_ASSIGNED_COLUMNS = ("customer_id", "features", CLUSTER_COL, "prediction", "probability")
 
 
 class Laps:
@@ -104,7 +107,7 @@ class Final:
     choice: Choice
     cluster_model: Any
     model: PipelineModel  # preprocessing, the champion refitted on every customer, the relabelling
-    assigned: DataFrame  # the snapshot with features, cluster and stable segment (prediction); persisted
+    assigned: DataFrame  # customer_id, features, cluster, stable segment (prediction), probability (GMM); persisted
     identity: IdentityMapping
     old_segments: DataFrame | None  # the champion's segments of these customers
     metrics: dict[str, float]
@@ -179,13 +182,19 @@ def finalise(
     snapshot = prepared.snapshot
     clustered = cluster_model.transform(prepared.preprocessing.transform(snapshot))
     identity, old_segments = _stable_identity(cfg, previous, snapshot, clustered, k)
-    relabel = SegmentRelabeler(mapping=identity.cluster_to_segment)
-    model = PipelineModel(stages=[*prepared.preprocessing.stages, cluster_model, relabel])
-    assigned = persist(model.transform(snapshot))
+    model = assemble_model(prepared.preprocessing, cluster_model, identity)
+    scored = model.transform(snapshot)
+    assigned = persist(scored.select(*[c for c in _ASSIGNED_COLUMNS if c in scored.columns]))
     metrics = evaluate_clustering(cluster_model, assigned, "features", CLUSTER_COL, champion)
     if tcfg.ground_truth.enabled:
         metrics["ground_truth_ari"] = _ground_truth_ari(spark, tcfg, assigned)
     return Final(choice, cluster_model, model, assigned, identity, old_segments, metrics)
+
+
+def assemble_model(preprocessing: PipelineModel, cluster_model: Any, identity: IdentityMapping) -> PipelineModel:
+    """The model that is logged and registered: the preprocessing, the clustering model (predicting
+    ``cluster``) and the relabelling to stable segment ids (``prediction``), built-in stages only."""
+    return PipelineModel(stages=[*preprocessing.stages, cluster_model, relabel_stage(identity.cluster_to_segment)])
 
 
 def _ground_truth_ari(spark: SparkSession, tcfg: TrainingConfig, assigned: DataFrame) -> float:

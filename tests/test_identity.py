@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import mlflow
 import numpy as np
 import pytest
@@ -13,10 +15,26 @@ from segmentation.identity import (
     contingency,
     initial_mapping,
     match_segments,
+    relabel_stage,
 )
 
 
-def test_relabeler_maps_clusters_and_survives_save_load(spark, tmp_path):
+def test_relabel_stage_maps_clusters_as_a_built_in_stage_and_survives_save_load(spark, tmp_path):
+    df = spark.createDataFrame([(0, "a"), (1, "b"), (2, "c"), (1, "d")], "cluster INT, customer_id STRING")
+    model = PipelineModel(stages=[relabel_stage([5, 0, 7])])
+    model.write().overwrite().save(str(tmp_path / "m"))
+    metadata = json.loads(next((tmp_path / "m" / "stages").glob("0_*/metadata/part-*")).read_text())
+    assert metadata["class"] == "org.apache.spark.ml.feature.SQLTransformer"
+    out = PipelineModel.load(str(tmp_path / "m")).transform(df).orderBy("customer_id").collect()
+    assert [(r.customer_id, r.cluster, r.prediction) for r in out] == [("a", 0, 5.0), ("b", 1, 0.0), ("c", 2, 7.0),
+                                                                       ("d", 1, 0.0)]  # fmt: skip
+    assert isinstance(out[0].prediction, float)
+    with pytest.raises(ValueError, match="empty"):
+        relabel_stage([])
+
+
+def test_legacy_relabeler_maps_clusters_and_survives_save_load(spark, tmp_path):
+    """The pure-Python stage of models saved before; kept so they load and score."""
     df = spark.createDataFrame([(0,), (1,), (2,)], "cluster INT")
     model = PipelineModel(stages=[SegmentRelabeler(mapping=[5, 0, 7])])
     model.write().overwrite().save(str(tmp_path / "m"))
