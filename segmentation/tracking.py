@@ -291,8 +291,10 @@ def directory_checksum(root: str | Path) -> str:
 
 
 def log_spark_model(model: Any, input_example: pd.DataFrame, output_example: pd.DataFrame, name: str = "model") -> str:
-    """Log a fitted Spark ``PipelineModel`` with signature, input example, pinned requirements and
-    the ``segmentation`` package (its custom stages must be importable to load the model).
+    """Log a fitted Spark ``PipelineModel`` with signature, input example and pinned requirements.
+    Its stages are Spark's built-in ones, so the model carries no code of this package: it loads
+    (Spark and pyfunc flavours) where ``segmentation`` is not installed, without putting a copy
+    of it on the loader's ``sys.path``.
 
     The SHA-256 of the logged files is read back from the store and kept as the run's
     ``model_sha256`` tag (and on the registered version), so the scoring job can check that
@@ -307,7 +309,6 @@ def log_spark_model(model: Any, input_example: pd.DataFrame, output_example: pd.
         signature=signature,
         input_example=input_example,
         pip_requirements=model_pip_requirements(),
-        code_paths=[str(PACKAGE_ROOT)],
     )
     uri = f"runs:/{mlflow.active_run().info.run_id}/{name}"
     with tempfile.TemporaryDirectory() as tmp:
