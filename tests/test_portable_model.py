@@ -77,6 +77,8 @@ def test_the_logged_model_loads_and_scores_with_pyspark_alone(spark, features, t
     uri = _log(model, features, make_config(tmp_path, **{"mlflow.experiment": "portable"}))
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp_path / "downloaded")))
     assert not (local / "code").exists()  # no copy of this package rides along
+    stages = [json.loads(p.read_text())["class"] for p in (local / "sparkml" / "stages").glob("*/metadata/part-*")]
+    assert len(stages) == len(model.stages) and all(c.startswith("org.apache.spark.ml.") for c in stages), stages
     features.write.parquet(str(tmp_path / "input"))
     command = [sys.executable, "-I", "-S", "-c", LOADER, sysconfig.get_paths()["purelib"], str(local / "sparkml"),
                str(tmp_path / "input")]  # fmt: skip
