@@ -4,33 +4,28 @@ Writes are atomic: Delta commits a snapshot replacement (``replaceWhere``) or a
 full overwrite in one transaction, so readers see the previous complete version
 until the new one is committed. Parquet outputs overwrite only the partitions
 they rewrite (dynamic partition overwrite).
+
+Delta is driven through the DataFrame writer and SQL (``MERGE INTO``, ``DESCRIBE HISTORY``,
+``ALTER TABLE``), never the ``DeltaTable`` Python API: SQL needs only Delta's extension and
+catalog, so the same code runs on classic Spark and over Spark Connect, where ``DeltaTable``
+needs Delta's Connect server plugin.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from delta.exceptions import (
-    ConcurrentAppendException,
-    ConcurrentDeleteDeleteException,
-    ConcurrentDeleteReadException,
-    ConcurrentTransactionException,
-    ConcurrentWriteException,
-    DeltaConcurrentModificationException,
-    MetadataChangedException,
-    ProtocolChangedException,
-)
-from delta.tables import DeltaMergeBuilder, DeltaTable
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from segmentation.config import OutputConfig, TableConfig
-from segmentation.errors import ConcurrentWriteError, ContractError, InputNotFoundError
+from segmentation.errors import ConcurrentWriteError, ContractError, InputNotFoundError, error_condition
 
 __all__ = [
     "CORRUPT_RECORD",
@@ -153,7 +148,7 @@ def table_exists(spark: SparkSession, target: OutputConfig | TableConfig) -> boo
     if not target.path:
         return False
     if target.format == "delta":
-        return DeltaTable.isDeltaTable(spark, target.path)
+        return _history_version(spark, f"delta.`{target.path}`") is not None
     return Path(target.path).exists()
 
 
@@ -161,8 +156,25 @@ def delta_version(spark: SparkSession, target: OutputConfig | TableConfig) -> in
     """Current version of a Delta table, or None for other formats or a missing table."""
     if target.format != "delta" or not table_exists(spark, target):
         return None
-    table = DeltaTable.forName(spark, target.table) if target.table else DeltaTable.forPath(spark, target.path)
-    return int(table.history(1).select("version").first()[0])
+    return _history_version(spark, _sql_name(target))
+
+
+# What DESCRIBE HISTORY says of a path that holds no Delta table (missing, empty or another format).
+_NOT_DELTA = (
+    "DELTA_TABLE_ONLY_OPERATION", "DELTA_MISSING_DELTA_TABLE", "DELTA_TABLE_NOT_FOUND", "DELTA_PATH_DOES_NOT_EXIST",
+    "PATH_NOT_FOUND",
+)  # fmt: skip
+
+
+def _history_version(spark: SparkSession, name: str) -> int | None:
+    """The latest version in ``name``'s Delta log, or None when ``name`` is not a Delta table."""
+    try:
+        row = spark.sql(f"DESCRIBE HISTORY {name} LIMIT 1").select("version").first()
+    except Exception as exc:
+        if error_condition(exc).split(".")[0] in _NOT_DELTA:
+            return None
+        raise
+    return None if row is None else int(row[0])
 
 
 def write_table(
@@ -202,10 +214,11 @@ def write_table(
     log.info("wrote %s table %s", target.format, target.location)
 
 
+# Delta's optimistic-concurrency conflicts, by error condition: the same on classic Spark and
+# over Spark Connect, where no Delta exception class crosses the wire.
 _CONFLICTS = (
-    DeltaConcurrentModificationException, ConcurrentWriteException, MetadataChangedException,
-    ProtocolChangedException, ConcurrentAppendException, ConcurrentDeleteReadException,
-    ConcurrentDeleteDeleteException, ConcurrentTransactionException,
+    "DELTA_CONCURRENT_APPEND", "DELTA_CONCURRENT_DELETE_DELETE", "DELTA_CONCURRENT_DELETE_READ",
+    "DELTA_CONCURRENT_TRANSACTION", "DELTA_CONCURRENT_WRITE", "DELTA_METADATA_CHANGED", "DELTA_PROTOCOL_CHANGED",
 )  # fmt: skip
 
 
@@ -218,10 +231,13 @@ def committing(target: OutputConfig) -> Iterator[None]:
     """
     try:
         yield
-    except _CONFLICTS as exc:
+    except Exception as exc:
+        condition = error_condition(exc)
+        if condition.split(".")[0] not in _CONFLICTS:
+            raise
         raise ConcurrentWriteError(
             f"another run wrote Delta table {target.location} at the same time "
-            f"({type(exc).__name__}); this run committed nothing to it. Rerun once the other run has finished"
+            f"({condition}); this run committed nothing to it. Rerun once the other run has finished"
         ) from exc
 
 
@@ -244,8 +260,27 @@ CLV_CURRENT_COLUMNS = {
 }  # fmt: skip
 
 
-def _delta_table(spark: SparkSession, target: OutputConfig) -> DeltaTable:
-    return DeltaTable.forName(spark, target.table) if target.table else DeltaTable.forPath(spark, target.path)
+def _read_delta(spark: SparkSession, target: OutputConfig) -> DataFrame:
+    return spark.read.table(target.table) if target.table else spark.read.format("delta").load(target.path)
+
+
+@contextmanager
+def _as_view(df: DataFrame, role: str) -> Iterator[str]:
+    """``df`` as a session temporary view with a name no other statement uses, dropped afterwards."""
+    name = f"_segmentation_{role}_{uuid.uuid4().hex}"
+    df.createOrReplaceTempView(name)
+    try:
+        yield name
+    finally:
+        df.sparkSession.catalog.dropTempView(name)
+
+
+def _merge(spark: SparkSession, target: OutputConfig, statement: str) -> None:
+    """Run one ``MERGE INTO`` (one atomic Delta commit) and log what it changed."""
+    with committing(target):
+        metrics = spark.sql(statement).collect()
+    if metrics:
+        log.info("MERGE into %s: %s", target.location, metrics[0].asDict())
 
 
 def merge_current_assignments(spark: SparkSession, scored: DataFrame, target: OutputConfig, as_of: str) -> None:
@@ -271,9 +306,9 @@ def merge_current_assignments(spark: SparkSession, scored: DataFrame, target: Ou
     if not table_exists(spark, target):
         _create_current_assignments(staged, clv, target)
         return
-    merge = _current_assignments_merge(_table_with_clv_columns(spark, target, clv), staged, clv, as_of)
-    with committing(target):
-        merge.execute()
+    _add_clv_columns(spark, target, clv)
+    with _as_view(staged, "current") as source:
+        _merge(spark, target, _current_assignments_merge(_sql_name(target), source, clv, as_of))
     log.info("merged %s assignments into %s", as_of, target.location)
 
 
@@ -288,44 +323,41 @@ def _create_current_assignments(staged: DataFrame, clv: Sequence[str], target: O
     write_table(initial.select(*CURRENT_COLUMNS, *clv), target)
 
 
-def _table_with_clv_columns(spark: SparkSession, target: OutputConfig, clv: Sequence[str]) -> DeltaTable:
-    """The current-assignments table, having first gained (nullable, in one ``ALTER TABLE``
-    commit) those of the CLV columns ``clv`` it lacks."""
-    table = _delta_table(spark, target)
-    absent = [c for c in clv if c not in table.toDF().columns]
+def _add_clv_columns(spark: SparkSession, target: OutputConfig, clv: Sequence[str]) -> None:
+    """Give the current-assignments table those of the CLV columns ``clv`` it lacks (nullable,
+    in one ``ALTER TABLE`` commit)."""
+    absent = [c for c in clv if c not in _read_delta(spark, target).columns]
     if absent:
         columns = ", ".join(f"`{c}` {CLV_CURRENT_COLUMNS[c]}" for c in absent)
         with committing(target):
             spark.sql(f"ALTER TABLE {_sql_name(target)} ADD COLUMNS ({columns})")
         log.info("added the CLV columns %s to %s", absent, target.location)
-        table = _delta_table(spark, target)  # the handle read before ALTER keeps the old schema
-    return table
 
 
-def _current_assignments_merge(
-    table: DeltaTable, staged: DataFrame, clv: Sequence[str], as_of: str
-) -> DeltaMergeBuilder:
-    """The MERGE of ``staged`` into ``table`` (its rules in :func:`merge_current_assignments`)."""
+def _current_assignments_merge(table: str, source: str, clv: Sequence[str], as_of: str) -> str:
+    """The MERGE of ``source`` into ``table`` (its rules in :func:`merge_current_assignments`)."""
     changed = "t.segment <> s.segment OR t.model_version <> s.model_version OR NOT t.active"
     refreshed = ("as_of", "probability", "segment_name", *clv)
     # A new or changed assignment starts its segment_since at this snapshot.
     new_assignment = {
-        **{c: f"s.{c}" for c in ("segment", "segment_name", "probability", "model_version", "as_of", *clv)},
+        **{c: f"s.`{c}`" for c in ("segment", "segment_name", "probability", "model_version", "as_of", *clv)},
         "segment_since": "s.as_of",
         "active": "true",
         "missing_since": "CAST(NULL AS DATE)",
     }
-    return (
-        table.alias("t")
-        .merge(staged.alias("s"), "t.customer_id = s.customer_id")
-        .whenMatchedUpdate(condition=changed, set=new_assignment)
-        .whenMatchedUpdate(
-            condition=" OR ".join(f"NOT (t.{c} <=> s.{c})" for c in refreshed),
-            set={c: f"s.{c}" for c in refreshed},
-        )
-        .whenNotMatchedInsert(values={"customer_id": "s.customer_id", **new_assignment})
-        .whenNotMatchedBySourceUpdate(condition="t.active", set={"active": "false", "missing_since": f"DATE'{as_of}'"})
-    )
+    inserted = {"customer_id": "s.customer_id", **new_assignment}
+    return f"""
+        MERGE INTO {table} AS t USING {source} AS s ON t.customer_id = s.customer_id
+        WHEN MATCHED AND ({changed}) THEN UPDATE SET {_assignments(new_assignment)}
+        WHEN MATCHED AND ({" OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in refreshed)})
+            THEN UPDATE SET {_assignments({c: f"s.`{c}`" for c in refreshed})}
+        WHEN NOT MATCHED THEN INSERT ({", ".join(f"`{c}`" for c in inserted)}) VALUES ({", ".join(inserted.values())})
+        WHEN NOT MATCHED BY SOURCE AND t.active THEN UPDATE SET active = false, missing_since = DATE'{as_of}'
+    """
+
+
+def _assignments(values: dict[str, str]) -> str:
+    return ", ".join(f"`{c}` = {v}" for c, v in values.items())
 
 
 def _sql_name(target: OutputConfig) -> str:
@@ -351,9 +383,8 @@ def merge_assignment_history(spark: SparkSession, scored: DataFrame, target: Out
         )
         write_table(initial.select(*HISTORY_COLUMNS), target)
         return
-    table = _delta_table(spark, target)
     current = (
-        table.toDF()
+        _read_delta(spark, target)
         .where("is_current")
         .select("customer_id", F.col("segment").alias("h_segment"), F.col("model_version").alias("h_model_version"))
     )
@@ -366,24 +397,16 @@ def merge_assignment_history(spark: SparkSession, scored: DataFrame, target: Out
         F.col("customer_id").alias("merge_key"), *rows.columns
     )
     to_open = changes.select(F.lit(None).cast("string").alias("merge_key"), *rows.columns)
-    staged = to_close.unionByName(to_open)
-    merge = (
-        table.alias("t")
-        .merge(staged.alias("s"), "t.customer_id = s.merge_key AND t.is_current")
-        .whenMatchedUpdate(set={"is_current": "false", "valid_to": "s.valid_from"})
-        .whenNotMatchedInsert(
-            condition="s.merge_key IS NULL",
-            values={
-                "customer_id": "s.customer_id",
-                "segment": "s.segment",
-                "segment_name": "s.segment_name",
-                "model_version": "s.model_version",
-                "valid_from": "s.valid_from",
-                "valid_to": "CAST(NULL AS DATE)",
-                "is_current": "true",
-            },
+    with _as_view(to_close.unionByName(to_open), "history") as source:
+        _merge(
+            spark,
+            target,
+            f"""
+            MERGE INTO {_sql_name(target)} AS t USING {source} AS s ON t.customer_id = s.merge_key AND t.is_current
+            WHEN MATCHED THEN UPDATE SET is_current = false, valid_to = s.valid_from
+            WHEN NOT MATCHED AND s.merge_key IS NULL THEN
+                INSERT (customer_id, segment, segment_name, model_version, valid_from, valid_to, is_current)
+                VALUES (s.customer_id, s.segment, s.segment_name, s.model_version, s.valid_from, NULL, true)
+            """,
         )
-    )
-    with committing(target):
-        merge.execute()
     log.info("recorded segment changes of %s in %s", as_of, target.location)
