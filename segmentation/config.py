@@ -57,6 +57,9 @@ class SparkConfig(_Section):
     """Engine settings. Ignored where a session already exists (Databricks, spark-submit)."""
 
     master: str = "local[*]"
+    # A Spark Connect server to use instead of a classic session: ``sc://host:15002``, or
+    # ``local[2]`` for one started in-process. The standard SPARK_REMOTE variable does the same.
+    remote: str | None = None
     app_name: str = "customer-segmentation"
     # 0 means "size to the cores": 2 x defaultParallelism, at least 4.
     shuffle_partitions: int = Field(0, ge=0)

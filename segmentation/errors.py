@@ -59,31 +59,54 @@ class JoinMatchError(SegmentationError, ValueError):
 def from_spark_failure(exc: BaseException) -> SegmentationError | None:
     """The user-facing error behind a Spark failure, or None when it is not one.
 
-    A file Spark cannot read surfaces as a ``FAILED_READ_FILE`` error on the JVM side
-    (raised from whatever action first touched the file, often wrapped in a job
-    failure); this finds it in the Java cause chain and names the file and, where
-    Spark knows it, the column.
+    A file Spark cannot read surfaces as a ``FAILED_READ_FILE`` error, raised from whatever
+    action first touched the file. On classic Spark it often hides in the Java cause chain of
+    a job failure; over Spark Connect the server sends it as the exception's own condition,
+    with the JVM stack trace as text. Either way this names the file and, where Spark knows
+    it, the reason.
     """
-    throwable = getattr(exc, "java_exception", None) or getattr(exc, "_origin", None)
-    seen = 0
-    while throwable is not None and seen < 20:
-        condition = error_condition(throwable)
-        if condition.startswith("FAILED_READ_FILE"):
-            message = _clean(_call(throwable, "getMessage") or condition)
-            root = throwable
-            while _call(root, "getCause") is not None:
-                root = root.getCause()
-            detail = _clean(_call(root, "getMessage") or "") if root is not throwable else ""
+    for throwable in _cause_chain(exc):
+        if error_condition(throwable).startswith("FAILED_READ_FILE"):
+            message = _clean(_call(throwable, "getMessage") or error_condition(throwable))
+            detail = _root_message(throwable)
             hint = f" ({detail})" if detail and detail not in message else ""
             return InputReadError(f"{message}{hint}; remove, replace or rewrite that file and rerun")
-        throwable = _call(throwable, "getCause")
-        seen += 1
     return None
 
 
+def _cause_chain(exc: BaseException) -> list[object]:
+    """``exc`` and its causes: the Java ones on classic Spark (a Connect exception has none)."""
+    chain: list[object] = []
+    throwable = getattr(exc, "java_exception", None) or getattr(exc, "_origin", None) or exc
+    while throwable is not None and len(chain) < 20:
+        chain.append(throwable)
+        throwable = _call(throwable, "getCause")
+    return chain
+
+
+def _root_message(throwable: object) -> str:
+    """The message of the deepest cause: from the Java chain, or the JVM stack trace a Connect
+    server sends (its last ``Caused by:`` line)."""
+    root = throwable
+    while _call(root, "getCause") is not None:
+        root = root.getCause()
+    if root is not throwable:
+        return _clean(_call(root, "getMessage") or "")
+    trace = _call(throwable, "getStackTrace")
+    if isinstance(trace, str):
+        causes = [line.split("Caused by: ", 1)[1] for line in trace.splitlines() if "Caused by: " in line]
+        if causes:
+            return _clean(causes[-1].split(": ", 1)[-1])
+    return ""
+
+
 def error_condition(exc: object) -> str:
-    """Spark's error condition (``DELTA_TABLE_ONLY_OPERATION``...) of a Python or Java exception, or ''."""
-    return _call(exc, "getCondition") or ""
+    """Spark's error condition (``DELTA_TABLE_ONLY_OPERATION``...) of a Python or Java exception, or ''.
+
+    A classic session's Java exception that PySpark has no class for (Delta's own, unless
+    ``delta.exceptions`` was imported) arrives as a Py4J error: its condition is the Java one's.
+    """
+    return _call(exc, "getCondition") or _call(getattr(exc, "java_exception", None), "getCondition") or ""
 
 
 def _call(obj: object, method: str):

@@ -46,6 +46,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from segmentation.config import GeneratorConfig
+from segmentation.spark import default_parallelism
 
 __all__ = ["PERSONAS", "CATEGORIES", "CHANNELS", "REGIONS", "Persona", "generate", "customer_count"]
 
@@ -202,7 +203,7 @@ def generate_transactions(spark: SparkSession, cfg: GeneratorConfig) -> DataFram
 def _source_rows(spark: SparkSession, cfg: GeneratorConfig) -> DataFrame:
     """One row per transaction with ``s``, the row index its values are drawn from: its own,
     or the previous row's for an exact duplicate."""
-    partitions = cfg.partitions or max(spark.sparkContext.defaultParallelism, math.ceil(cfg.n_transactions / 2_000_000))
+    partitions = cfg.partitions or max(default_parallelism(spark), math.ceil(cfg.n_transactions / 2_000_000))
     rows = spark.range(0, cfg.n_transactions, 1, partitions)
     row = F.col("id")
     # An exact duplicate copies every value of the previous row, so it is the same transaction twice
@@ -274,7 +275,7 @@ def generate_customers(spark: SparkSession, cfg: GeneratorConfig) -> DataFrame:
     age = _by_persona(p, [F.lit(x.age_mean) for x in PERSONAS]) + 12.0 * _normal(idx, 21, cfg.seed)
     income = _by_persona(p, [F.lit(math.log(x.income_median)) for x in PERSONAS]) + 0.4 * _normal(idx, 23, cfg.seed)
     region = _pick(_uniform(idx, 25, cfg.seed), {r: 1.0 for r in REGIONS})
-    return spark.range(0, n_customers, 1, max(1, spark.sparkContext.defaultParallelism)).select(
+    return spark.range(0, n_customers).select(
         _customer_id(idx).alias("customer_id"),
         F.least(F.greatest(F.round(age), F.lit(18)), F.lit(90)).cast("int").alias("age"),
         F.round(F.exp(income), -2).alias("income"),
@@ -289,7 +290,7 @@ def generate_ground_truth(spark: SparkSession, cfg: GeneratorConfig) -> DataFram
     idx = F.col("id")
     persona_idx = _persona_of(idx, bounds)
     name = _by_persona(persona_idx, [F.lit(x.name) for x in PERSONAS])
-    return spark.range(0, customer_count(cfg), 1, max(1, spark.sparkContext.defaultParallelism)).select(
+    return spark.range(0, customer_count(cfg)).select(
         _customer_id(idx).alias("customer_id"), name.alias("segment"), persona_idx.cast("int").alias("segment_id")
     )
 

@@ -7,6 +7,10 @@
 * Plain ``python``: a local session (``spark.master`` from config, ``local[*]``
   by default) with the Delta Lake jars fetched from Maven Central on first use
   and cached by Ivy (``~/.ivy2.5.2``) for every later run.
+* Spark Connect (``spark.remote`` or ``SPARK_REMOTE``): ``sc://host:port`` reaches a running
+  server with its own jars and extensions; ``local[N]`` starts a server in this process with
+  the same Delta settings as a classic local session. The library uses only the DataFrame,
+  SQL and ML APIs that Connect has: no SparkContext, no JVM calls.
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ import os
 import shutil
 import subprocess
 import uuid
+import warnings
 
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 from segmentation.config import SparkConfig
 from segmentation.errors import DeltaNotActiveError, error_condition
@@ -29,8 +35,10 @@ __all__ = [
     "JavaMissingError",
     "check_delta",
     "check_java",
+    "default_parallelism",
     "delta_maven_coordinate",
     "get_spark",
+    "is_connect",
 ]
 
 log = logging.getLogger(__name__)
@@ -84,46 +92,91 @@ def _under_spark_submit() -> bool:
 
 
 def get_spark(settings: SparkConfig | None = None) -> SparkSession:
-    """Return the active session, or build one configured for Delta Lake."""
+    """Return the active session, or build one configured for Delta Lake.
+
+    ``spark.remote`` (or the standard ``SPARK_REMOTE`` variable) asks for a Spark Connect
+    session instead of a classic one: ``sc://host:15002`` for a running server, ``local[2]``
+    for one this process starts with the same Delta settings as a classic local session.
+    """
     settings = settings or SparkConfig()
     active = SparkSession.getActiveSession()
     if active is not None:
         log.info("reusing the active Spark session (master=%s)", active.conf.get("spark.master", "unknown"))
         return active
-
-    submitted = _under_spark_submit()
-    if not submitted:
-        check_java()
-    builder = SparkSession.builder.appName(settings.app_name)
-    existing = _submitted_conf() if submitted else SparkConf()
-    if not submitted:
-        builder = builder.master(settings.master)
-        builder = builder.config("spark.driver.memory", settings.driver_memory)
-        if settings.delta_from_maven:
-            builder = builder.config("spark.jars.packages", delta_maven_coordinate())
-    builder = (
-        builder.config("spark.sql.extensions", _with_delta(existing.get("spark.sql.extensions", "")))
-        .config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.ui.enabled", str(settings.ui_enabled).lower())
-        .config("spark.sql.adaptive.enabled", "true")
-        .config("spark.ui.showConsoleProgress", "true")
-    )
-    for key, value in settings.conf.items():
-        builder = builder.config(key, value)
-    spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel(settings.log_level)
+    remote = settings.remote or os.environ.get("SPARK_REMOTE")
+    if remote:
+        builder = _connect_builder(remote, settings)
+    else:
+        builder = _classic_builder(settings)
+    with warnings.catch_warnings():
+        # A local Connect server starts with every setting, then the client sets each again
+        # on its session and warns that static ones cannot change; they are already in effect.
+        warnings.filterwarnings("ignore", message="Failed to set spark", category=UserWarning)
+        spark = builder.getOrCreate()
     check_delta(spark)
     partitions, snapshot = size_partitions(spark, settings)
     log.info(
-        "Spark %s session started (master=%s, extensions=%s, shuffle partitions=%d, Delta snapshot partitions=%d)",
+        "Spark %s %s session started (master=%s, extensions=%s, shuffle partitions=%d, Delta snapshot partitions=%d)",
         spark.version,
-        spark.sparkContext.master,
+        "Connect" if is_connect(spark) else "classic",
+        remote or spark.conf.get("spark.master", "unknown"),
         spark.conf.get("spark.sql.extensions", ""),
         partitions,
         snapshot,
     )
     return spark
+
+
+def is_connect(spark: SparkSession) -> bool:
+    """Whether ``spark`` is a Spark Connect session (no SparkContext, no JVM in this process)."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def _classic_builder(settings: SparkConfig) -> SparkSession.Builder:
+    submitted = _under_spark_submit()
+    if not submitted:
+        check_java()
+    builder = SparkSession.builder.appName(settings.app_name)
+    if not submitted:
+        builder = _local_settings(builder.master(settings.master), settings)
+    existing = _submitted_conf().get("spark.sql.extensions", "") if submitted else ""
+    return _session_settings(builder, settings, existing)
+
+
+def _connect_builder(remote: str, settings: SparkConfig) -> SparkSession.Builder:
+    """A Connect session's builder. A ``local`` server starts here, so it gets the jars,
+    memory and static SQL settings; a running server (``sc://``) already has its own."""
+    builder = SparkSession.builder.remote(remote).appName(settings.app_name)
+    if remote.startswith("sc://"):
+        return _runtime_settings(builder, settings)
+    check_java()
+    return _session_settings(_local_settings(builder, settings), settings, "")
+
+
+def _local_settings(builder: SparkSession.Builder, settings: SparkConfig) -> SparkSession.Builder:
+    builder = builder.config("spark.driver.memory", settings.driver_memory)
+    if settings.delta_from_maven:
+        builder = builder.config("spark.jars.packages", delta_maven_coordinate())
+    return builder
+
+
+def _session_settings(builder: SparkSession.Builder, settings: SparkConfig, extensions: str) -> SparkSession.Builder:
+    """Delta's extension and catalog, the UI and the log level: settings fixed when Spark starts."""
+    builder = (
+        builder.config("spark.sql.extensions", _with_delta(extensions))
+        .config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
+        .config("spark.ui.enabled", str(settings.ui_enabled).lower())
+        .config("spark.ui.showConsoleProgress", "true")
+        .config("spark.log.level", settings.log_level)
+    )
+    return _runtime_settings(builder, settings)
+
+
+def _runtime_settings(builder: SparkSession.Builder, settings: SparkConfig) -> SparkSession.Builder:
+    builder = builder.config("spark.sql.session.timeZone", "UTC").config("spark.sql.adaptive.enabled", "true")
+    for key, value in settings.conf.items():
+        builder = builder.config(key, value)
+    return builder
 
 
 def _submitted_conf() -> SparkConf:
@@ -172,13 +225,24 @@ def size_partitions(spark: SparkSession, settings: SparkConfig) -> tuple[int, in
     ``spark.databricks.delta.snapshotPartitions``: with 50 tasks every first read of a small
     table cost seconds: a scoring job on 1,200 customers took 96 s with 50, and 55 to 61 s with 4.
     """
-    partitions = settings.shuffle_partitions or max(4, 2 * spark.sparkContext.defaultParallelism)
+    partitions = settings.shuffle_partitions or max(4, 2 * default_parallelism(spark))
     spark.conf.set("spark.sql.shuffle.partitions", str(partitions))
     snapshot = spark.conf.get(SNAPSHOT_PARTITIONS, None)
     if snapshot is None:
         snapshot = str(min(partitions, DELTA_SNAPSHOT_PARTITIONS_DEFAULT))
         spark.conf.set(SNAPSHOT_PARTITIONS, snapshot)
     return partitions, int(snapshot)
+
+
+def default_parallelism(spark: SparkSession) -> int:
+    """How many tasks Spark runs a scan in by default (the cores of a local session).
+
+    Read from the partitions of a ``range`` without a partition count, which Spark sizes to its
+    default parallelism: the same answer as the SparkContext's, on classic and Connect sessions
+    alike, for one small Spark job.
+    """
+    probe = spark.range(0, 1 << 16).select(F.spark_partition_id().alias("p"))
+    return int(probe.agg(F.max("p")).first()[0]) + 1
 
 
 def _with_delta(extensions: str) -> str:
