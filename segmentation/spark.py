@@ -33,6 +33,7 @@ __all__ = [
     "DELTA_EXTENSION",
     "DELTA_CATALOG",
     "JavaMissingError",
+    "activate_in_thread",
     "check_delta",
     "check_java",
     "default_parallelism",
@@ -130,6 +131,19 @@ def get_spark(settings: SparkConfig | None = None) -> SparkSession:
 def is_connect(spark: SparkSession) -> bool:
     """Whether ``spark`` is a Spark Connect session (no SparkContext, no JVM in this process)."""
     return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def activate_in_thread(spark: SparkSession) -> None:
+    """Make ``spark`` the active session of the calling (worker) thread.
+
+    A Connect session is active per thread, and MLlib's model methods over Connect (a model
+    summary's metrics, for one) look the session up there: in a thread pool they fail with a bare
+    ``AssertionError`` unless the pool's threads are given it. PySpark has no public call for
+    this; ``_set_default_and_active_session`` is what its own builder uses. Classic sessions are
+    shared by every thread already.
+    """
+    if is_connect(spark):
+        type(spark)._set_default_and_active_session(spark)
 
 
 def _classic_builder(settings: SparkConfig) -> SparkSession.Builder:

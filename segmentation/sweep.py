@@ -20,6 +20,7 @@ from segmentation.config import TrainingConfig
 from segmentation.evaluation import adjusted_rand_index, evaluate_clustering
 from segmentation.models import build_estimator
 from segmentation.selection import stability_needed
+from segmentation.spark import activate_in_thread
 
 __all__ = ["Candidate", "Sweep", "run_sweep"]
 
@@ -92,7 +93,7 @@ def run_sweep(tcfg: TrainingConfig, sample: DataFrame) -> Sweep:
         rule = (sel.min_cluster_share, sel.min_stability, sel.silhouette_tolerance)
         return stability_needed(list(records.values()), tcfg.algorithms, *rule)
 
-    with ThreadPoolExecutor(sel.parallelism) as pool:
+    with ThreadPoolExecutor(sel.parallelism, initializer=activate_in_thread, initargs=(sample.sparkSession,)) as pool:
         fitted = pool.map(lambda c: _fit_candidate(*c, tcfg, sample, unmeasured), candidates)
         fits = dict(zip(candidates, fitted, strict=True))
         models = {c: fit[0] for c, fit in fits.items()}
