@@ -390,6 +390,10 @@ class MlflowConfig(_Section):
     artifact_location: str | None = "mlartifacts"
     registered_model: str = "customer-segments"
     alias: str = "champion"
+    # Where Spark models pass between Spark and this process under Spark Connect (MLflow's
+    # MLFLOW_DFS_TMP): a Unity Catalog Volume on Databricks serverless, a directory the server
+    # and the job both see on an open-source Connect server. None keeps MLFLOW_DFS_TMP or MLflow's /tmp/mlflow.
+    dfs_tmpdir: str | None = None
 
 
 class ClvConfig(_Section):

@@ -130,6 +130,8 @@ def _uri(value: str) -> str:
 def configure(cfg: MlflowConfig) -> str:
     """Point MLflow at the configured store and experiment; return the experiment id."""
     mlflow.set_tracking_uri(_uri(cfg.tracking_uri))
+    if cfg.dfs_tmpdir:
+        os.environ["MLFLOW_DFS_TMP"] = cfg.dfs_tmpdir
     if cfg.registry_uri:
         mlflow.set_registry_uri(_uri(cfg.registry_uri))
     experiment = mlflow.get_experiment_by_name(cfg.experiment)
@@ -303,19 +305,71 @@ def log_spark_model(model: Any, input_example: pd.DataFrame, output_example: pd.
     import mlflow.spark
 
     signature = infer_signature(input_example, output_example)
-    info = mlflow.spark.log_model(
-        model,
-        artifact_path=name,
-        signature=signature,
-        input_example=input_example,
-        pip_requirements=model_pip_requirements(),
-    )
+    logged = dict(signature=signature, input_example=input_example, pip_requirements=model_pip_requirements())
+    if _connect_outside_databricks():
+        # MLflow's check of the input example loads the model through mlflow.spark, which needs the JVM.
+        flavor = {"flavor": _SharedDirSparkFlavor, "validate_serving_input": False}
+        info = mlflow.models.Model.log(artifact_path=name, spark_model=model, **flavor, **logged)
+    else:
+        info = mlflow.spark.log_model(model, artifact_path=name, **logged)
     uri = f"runs:/{mlflow.active_run().info.run_id}/{name}"
     with tempfile.TemporaryDirectory() as tmp:
         checksum = directory_checksum(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
     mlflow.set_tag(CHECKSUM_TAG, checksum)
     log.info("logged model %s (sha256 %s)", info.model_uri, checksum[:12])
     return uri
+
+
+def _connect_outside_databricks() -> bool:
+    """Whether Spark is an open-source Connect server's: MLflow's Spark flavour moves model files
+    between that server and this process through a JVM this process does not have."""
+    from mlflow.utils import databricks_utils
+    from pyspark.sql.utils import is_remote
+
+    return is_remote() and not databricks_utils.is_in_databricks_runtime()
+
+
+def shared_tmpdir() -> str:
+    """A directory both this process and the Spark (Connect) server see: ``mlflow.dfs_tmpdir``,
+    i.e. MLflow's ``MLFLOW_DFS_TMP`` (``/tmp/mlflow`` by default, right for a local server)."""
+    from mlflow.environment_variables import MLFLOW_DFS_TMP
+
+    path = MLFLOW_DFS_TMP.get()
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class _SharedDirSparkFlavor:
+    """``mlflow.spark`` for an open-source Spark Connect session, passed to ``Model.log`` as its flavour.
+
+    ``mlflow.spark`` has the server save the model, then copies it into the logged model through
+    Hadoop's file system in this process's JVM, which a Connect client has not (on Databricks it
+    moves the files through a Volume instead). This has the server save it into
+    :func:`shared_tmpdir`, moves it into the model directory and writes the MLmodel with
+    ``mlflow.spark``'s own metadata writer: the same files, flavours and loader as ``mlflow.spark``.
+    """
+
+    @staticmethod
+    def save_model(
+        path: str, mlflow_model: Any, spark_model: Any, validate_serving_input: bool = True, **metadata: Any
+    ) -> None:
+        import shutil
+        import uuid
+
+        import mlflow.spark
+
+        staged = Path(shared_tmpdir()) / f"segmentation-logging-{uuid.uuid4().hex}"
+        spark_model.write().save(str(staged))
+        Path(path).mkdir(parents=True, exist_ok=True)
+        shutil.move(str(staged), str(Path(path) / "sparkml"))
+        mlflow.spark._save_model_metadata(  # noqa: SLF001 - the flavour's MLmodel, not a copy of it
+            dst_dir=path,
+            spark_model=spark_model,
+            mlflow_model=mlflow_model,
+            conda_env=None,
+            code_paths=None,
+            **metadata,
+        )
 
 
 def register_model(model_uri: str, name: str, alias: str | None, make_champion: bool = True) -> str:
@@ -375,6 +429,7 @@ def load_registered_model(name: str, alias: str | None = None, version: int | st
     import mlflow.spark
     from mlflow.exceptions import MlflowException
     from mlflow.models import Model
+    from pyspark.ml import PipelineModel
 
     client = MlflowClient()
     ref = f"{name}/{version}" if version is not None else f"{name}@{alias}"
@@ -392,7 +447,8 @@ def load_registered_model(name: str, alias: str | None = None, version: int | st
     expected = (mv.tags or {}).get(CHECKSUM_TAG)
     if not expected:
         raise ModelMismatchError(f"model '{name}' version {mv.version} has no {CHECKSUM_TAG} tag; retrain it")
-    local = Path(tempfile.mkdtemp(prefix="segmentation-model-"))
+    connect = _connect_outside_databricks()  # the Connect server reads the model: download where it sees it
+    local = Path(tempfile.mkdtemp(prefix="segmentation-model-", dir=shared_tmpdir() if connect else None))
     path = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{mv.version}", dst_path=str(local))
     actual = directory_checksum(path)
     if actual != expected:
@@ -402,7 +458,7 @@ def load_registered_model(name: str, alias: str | None = None, version: int | st
         )
     signature = Model.load(path).signature
     columns = signature.inputs.input_names() if signature is not None else []
-    model = mlflow.spark.load_model(path)
+    model = PipelineModel.load(str(Path(path) / "sparkml")) if connect else mlflow.spark.load_model(path)
     return LoadedModel(model, name, str(mv.version), mv.run_id, list(columns), actual)
 
 

@@ -215,6 +215,7 @@ def test_the_databricks_overlay_names_every_table_model_and_folder_in_unity_cata
     assert VOLUME.match(cfg.profiles.report_dir), cfg.profiles.report_dir
     # The bundle's volume (MLflow's DFS folder) is the overlay's (the reports).
     assert cfg.profiles.report_dir.startswith(BUNDLE["variables"]["volume"]["default"] + "/")
+    assert cfg.mlflow.dfs_tmpdir.startswith(BUNDLE["variables"]["volume"]["default"] + "/"), cfg.mlflow.dfs_tmpdir
 
 
 def test_three_part_names_reach_the_writer_and_the_reader(spark, tmp_path):
@@ -242,3 +243,15 @@ def test_three_part_names_reach_the_writer_and_the_reader(spark, tmp_path):
         assertDataFrameEqual(back, df, checkRowOrder=False)
     finally:
         spark.sql(f"DROP SCHEMA IF EXISTS {catalog}.{schema} CASCADE")
+
+
+def test_a_failing_wheel_task_raises_its_exit_code_instead_of_returning_it(spark, tmp_path):
+    """A wheel task calls the entry point in-process and fails only on an exception: a job whose input
+    is missing must raise SystemExit(2) (a user error), not return 2 and let the next task start."""
+    dist = importlib.metadata.distribution("customer-segmentation")
+    (run,) = [ep.load() for ep in dist.entry_points if ep.name == "segmentation-build-features"]
+    with pytest.raises(SystemExit) as exited:
+        run(["--set", f"input.transactions.path={tmp_path / 'missing'}",
+             "--set", f"features.output.path={tmp_path / 'features'}"])  # fmt: skip
+    assert exited.value.code == 2
+    assert not (tmp_path / "features").exists()
