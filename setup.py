@@ -7,7 +7,7 @@ from setuptools import find_packages, setup
 # Direct dependencies, pinned to the tested set. constraints.txt pins the
 # transitive ones too; see README "Dependencies" for why this pyspark/delta pair.
 RUNTIME = [
-    "pyspark==4.2.0",
+    "pyspark[connect]==4.2.0",  # [connect]: grpcio and friends, for spark.remote / SPARK_REMOTE
     "delta-spark==4.4.0",
     "mlflow==3.17.2",
     "pandas==2.3.3",  # pyspark 4.2 supports pandas 2.x and warns on pandas 3
@@ -52,7 +52,7 @@ setup(
     install_requires=RUNTIME,
     extras_require={"dev": DEV},
     entry_points={
-        "console_scripts": [f"segmentation-{job.replace('_', '-')}=jobs.{job}:main" for job in JOBS]
-        + [f"{name}=jobs.{job}:main" for name, job in COMMANDS.items()],
+        "console_scripts": [f"segmentation-{job.replace('_', '-')}=jobs.{job}:run" for job in JOBS]
+        + [f"{name}=jobs.{job}:run" for name, job in COMMANDS.items()],
     },
 )

@@ -10,10 +10,10 @@ snapshot of ``features.output``; a data-quality row goes to ``features.quality``
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
-from segmentation.cli import config_from_args, job_parser, parse, run_job
+from segmentation.cli import config_from_args, exit_with, job_parser, parse, run_job
 from segmentation.feature_pipeline import run_feature_pipeline
 from segmentation.spark import get_spark
 
@@ -28,5 +28,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_job("build_features", body)
 
 
+def run(argv: Sequence[str] | None = None) -> NoReturn:
+    """The console script ``segmentation-...``: exits with the job's code (see ``cli.exit_with``)."""
+    exit_with(main, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -12,10 +12,10 @@ same rows.
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
-from segmentation.cli import config_from_args, job_parser, parse, run_job
+from segmentation.cli import config_from_args, exit_with, job_parser, parse, run_job
 from segmentation.generator import customer_count, generate
 from segmentation.io import write_table
 from segmentation.spark import get_spark
@@ -43,5 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_job("generate_transactions", body)
 
 
+def run(argv: Sequence[str] | None = None) -> NoReturn:
+    """The console script ``segmentation-...``: exits with the job's code (see ``cli.exit_with``)."""
+    exit_with(main, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

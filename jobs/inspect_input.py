@@ -15,10 +15,10 @@ config (``--set input.transactions.columns.amount=net_sales``) win over the gues
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
-from segmentation.cli import config_from_args, job_parser, parse, run_job
+from segmentation.cli import config_from_args, exit_with, job_parser, parse, run_job
 from segmentation.inspection import inspect_transactions, render, resolve_source
 from segmentation.spark import get_spark
 
@@ -41,5 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_job("inspect_input", body)
 
 
+def run(argv: Sequence[str] | None = None) -> NoReturn:
+    """The console script ``segmentation-...``: exits with the job's code (see ``cli.exit_with``)."""
+    exit_with(main, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

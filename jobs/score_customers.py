@@ -8,10 +8,10 @@ python jobs/score_customers.py --set scoring.model_version=3    # a specific reg
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
-from segmentation.cli import config_from_args, job_parser, parse, run_job
+from segmentation.cli import config_from_args, exit_with, job_parser, parse, run_job
 from segmentation.feature_pipeline import features_for_scoring
 from segmentation.scoring_pipeline import run_scoring
 from segmentation.spark import get_spark
@@ -40,5 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_job("score_customers", body)
 
 
+def run(argv: Sequence[str] | None = None) -> NoReturn:
+    """The console script ``segmentation-...``: exits with the job's code (see ``cli.exit_with``)."""
+    exit_with(main, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

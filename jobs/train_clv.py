@@ -13,8 +13,9 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
-from segmentation.cli import config_from_args, job_parser, parse, run_job
+from segmentation.cli import config_from_args, exit_with, job_parser, parse, run_job
 from segmentation.clv_pipeline import run_clv
 from segmentation.spark import get_spark
 
@@ -47,5 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_job("train_clv", body)
 
 
+def run(argv: Sequence[str] | None = None) -> NoReturn:
+    """The console script ``segmentation-...``: exits with the job's code (see ``cli.exit_with``)."""
+    exit_with(main, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -9,10 +9,10 @@ choose a champion, log everything to MLflow, register it, and write segment assi
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
-from segmentation.cli import config_from_args, job_parser, parse, run_job
+from segmentation.cli import config_from_args, exit_with, job_parser, parse, run_job
 from segmentation.spark import get_spark
 from segmentation.training_pipeline import run_training
 
@@ -39,5 +39,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_job("train_segments", body)
 
 
+def run(argv: Sequence[str] | None = None) -> NoReturn:
+    """The console script ``segmentation-...``: exits with the job's code (see ``cli.exit_with``)."""
+    exit_with(main, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -19,7 +19,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -114,6 +114,14 @@ def printable(cfg: AppConfig) -> str:
         return data
 
     return yaml.safe_dump(redact_data(mask_options(cfg.model_dump(mode="json"))), sort_keys=False)
+
+
+def exit_with(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> NoReturn:
+    """Run a job's ``main`` and exit with its code: the console scripts' entry point. Raising
+    ``SystemExit`` itself, and not returning the code, matters where the caller ignores a return
+    value: a Databricks Python wheel task calls the entry point in-process and fails the task
+    only on an exception."""
+    sys.exit(main(argv))
 
 
 def run_job(name: str, body: Callable[[], object]) -> int:

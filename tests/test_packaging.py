@@ -42,9 +42,9 @@ def test_wheel_builds_with_library_jobs_config_and_entry_points(wheel):
     scripts.pop("segmentation-inspect-input")
     scripts["segmentation-inspect"] = "inspect_input"
     for name, job in scripts.items():
-        assert f"{name} = jobs.{job}:main" in entry_points
+        assert f"{name} = jobs.{job}:run" in entry_points
     requires = zipfile.ZipFile(wheel).read(metadata.replace("entry_points.txt", "METADATA")).decode()
-    assert "Requires-Dist: pyspark==4.2.0" in requires and "Requires-Dist: mlflow==3.17.2" in requires
+    assert "Requires-Dist: pyspark[connect]==4.2.0" in requires and "Requires-Dist: mlflow==3.17.2" in requires
 
 
 def test_the_installed_wheel_takes_env_and_config_from_the_package_in_an_empty_directory(wheel, tmp_path):
