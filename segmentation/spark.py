@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shutil
@@ -114,6 +115,11 @@ def get_spark(settings: SparkConfig | None = None) -> SparkSession:
         # on its session and warns that static ones cannot change; they are already in effect.
         warnings.filterwarnings("ignore", message="Failed to set spark", category=UserWarning)
         spark = builder.getOrCreate()
+    if remote:
+        # A model fitted over Connect releases its server-side copy when garbage-collected; at
+        # interpreter exit that call waits for a reply that never comes, so a job whose session
+        # is still open at exit never ends. Stopped first, the session lets the models go quietly.
+        atexit.register(spark.stop)
     check_delta(spark)
     partitions, snapshot = size_partitions(spark, settings)
     log.info(
