@@ -11,10 +11,13 @@ from segmentation.spark import (
     SNAPSHOT_PARTITIONS,
     JavaMissingError,
     check_java,
+    default_parallelism,
     delta_maven_coordinate,
     get_spark,
+    is_connect,
     size_partitions,
 )
+from tests.conftest import TEST_SPARK
 
 
 def test_the_factorys_session_has_deltas_jar_and_extension_and_utc(spark):
@@ -40,6 +43,18 @@ def test_delta_log_replay_is_sized_like_shuffles_unless_the_user_set_it(spark):
     finally:
         spark.conf.set("spark.sql.shuffle.partitions", saved[0])
         spark.conf.set(SNAPSHOT_PARTITIONS, saved[1])
+
+
+def test_default_parallelism_is_the_contexts_without_asking_the_context(spark):
+    # Read from a range's partitions, as works over Connect; the classic context is the reference.
+    assert default_parallelism(spark) == spark.sparkContext.defaultParallelism
+    assert not is_connect(spark)
+
+
+def test_the_log_level_is_set_as_a_session_setting(spark):
+    # get_spark turns spark.log_level into spark.log.level, which a Connect server takes too, where
+    # there is no SparkContext.setLogLevel.
+    assert spark.conf.get("spark.log.level") == TEST_SPARK.log_level == "ERROR"
 
 
 def test_active_session_is_reused_untouched(spark):
