@@ -14,10 +14,12 @@ needs Delta's Connect server plugin.
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlparse
 
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
@@ -148,7 +150,7 @@ def table_exists(spark: SparkSession, target: OutputConfig | TableConfig) -> boo
     if not target.path:
         return False
     if target.format == "delta":
-        return _history_version(spark, f"delta.`{target.path}`") is not None
+        return _history_version(spark, _sql_name(target)) is not None
     return Path(target.path).exists()
 
 
@@ -360,9 +362,17 @@ def _assignments(values: dict[str, str]) -> str:
     return ", ".join(f"`{c}` = {v}" for c, v in values.items())
 
 
-def _sql_name(target: OutputConfig) -> str:
-    """The table in SQL: its catalog name, or ``delta.`<path>``` for a path."""
-    return target.table or f"delta.`{target.path}`"
+def _sql_name(target: OutputConfig | TableConfig) -> str:
+    """The table in SQL: its catalog name, or ``delta.`<path>``` for a path.
+
+    Delta takes only absolute paths there (a relative one is read as a table name), so a relative
+    local path is made absolute against the working directory, where Spark's DataFrame reader
+    and writer resolve it too (on classic Spark; over Connect, give absolute paths or URIs).
+    """
+    if target.table:
+        return target.table
+    path = target.path if urlparse(target.path).scheme else os.path.abspath(target.path)
+    return "delta.`" + path.replace("`", "``") + "`"
 
 
 def merge_assignment_history(spark: SparkSession, scored: DataFrame, target: OutputConfig, as_of: str) -> None:
@@ -406,7 +416,8 @@ def merge_assignment_history(spark: SparkSession, scored: DataFrame, target: Out
             WHEN MATCHED THEN UPDATE SET is_current = false, valid_to = s.valid_from
             WHEN NOT MATCHED AND s.merge_key IS NULL THEN
                 INSERT (customer_id, segment, segment_name, model_version, valid_from, valid_to, is_current)
-                VALUES (s.customer_id, s.segment, s.segment_name, s.model_version, s.valid_from, NULL, true)
+                VALUES (s.customer_id, s.segment, s.segment_name, s.model_version, s.valid_from,
+                        CAST(NULL AS DATE), true)
             """,
         )
     log.info("recorded segment changes of %s in %s", as_of, target.location)

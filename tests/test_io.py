@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import pytest
 from pyspark.sql import Row
@@ -13,6 +14,7 @@ from segmentation.io import (
     merge_assignment_history,
     merge_current_assignments,
     read_table,
+    table_exists,
     write_table,
 )
 
@@ -131,6 +133,33 @@ def test_history_records_each_change_once(spark, tmp_path):
         history("c", 2, "New", "1", d(D2), None, True),
     ]
     assertDataFrameEqual(spark.read.format("delta").load(target.path), expected)
+
+
+def test_relative_paths_merge_into_the_tables_they_name(spark, tmp_path):
+    # The demo's paths are relative (data/...); Delta's SQL reads a relative delta.`path` as a table
+    # name, so MERGE, ALTER TABLE and DESCRIBE HISTORY get the absolute path the writer used. (Relative
+    # to the working directory the session's JVM started in, so no chdir here.)
+    current, history = (OutputConfig(path=os.path.relpath(tmp_path / "data" / t)) for t in ("current", "history"))
+    assert not current.path.startswith("/")
+    for as_of, rows in ((D1, [("a", 1, "Loyal", 0.9, "1")]), (D2, [("a", 2, "New", 0.8, "1")])):
+        merge_current_assignments(spark, scored(spark, rows), current, as_of)
+        merge_assignment_history(spark, scored(spark, rows), history, as_of)
+    assert delta_version(spark, current) == delta_version(spark, history) == 1  # created, then one MERGE each
+    assert [r.segment for r in spark.read.format("delta").load(str(tmp_path / "data/current")).collect()] == [2]
+    assert spark.read.format("delta").load(str(tmp_path / "data/history")).count() == 2
+
+
+@pytest.mark.parametrize("layout", ["missing", "empty folder", "parquet folder", "parquet file"])
+def test_table_exists_is_false_for_anything_but_a_delta_table(spark, tmp_path, layout):
+    path = tmp_path / "t"
+    if layout == "empty folder":
+        path.mkdir()
+    elif layout != "missing":
+        spark.range(3).coalesce(1).write.parquet(str(path))
+        if layout == "parquet file":
+            path = next(path.glob("*.parquet"))
+    assert not table_exists(spark, OutputConfig(path=str(path)))
+    assert delta_version(spark, OutputConfig(path=str(path))) is None
 
 
 def test_parquet_as_pandas_and_pyarrow_write_it(spark, tmp_path):
