@@ -11,7 +11,6 @@ snapshot of ``features.output``; a data-quality row goes to ``features.quality``
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NoReturn
 
 from segmentation.cli import config_from_args, exit_with, job_parser, parse, run_job
 from segmentation.feature_pipeline import run_feature_pipeline
@@ -28,8 +27,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_job("build_features", body)
 
 
-def run(argv: Sequence[str] | None = None) -> NoReturn:
-    """The console script ``segmentation-...``: exits with the job's code (see ``cli.exit_with``)."""
+def run(argv: Sequence[str] | None = None) -> None:
+    """The console script ``segmentation-...``: raises SystemExit on failure (see ``cli.exit_with``)."""
     exit_with(main, argv)
 
 

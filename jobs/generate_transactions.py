@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import NoReturn
 
 from segmentation.cli import config_from_args, exit_with, job_parser, parse, run_job
 from segmentation.generator import customer_count, generate
@@ -43,8 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_job("generate_transactions", body)
 
 
-def run(argv: Sequence[str] | None = None) -> NoReturn:
-    """The console script ``segmentation-...``: exits with the job's code (see ``cli.exit_with``)."""
+def run(argv: Sequence[str] | None = None) -> None:
+    """The console script ``segmentation-...``: raises SystemExit on failure (see ``cli.exit_with``)."""
     exit_with(main, argv)
 
 

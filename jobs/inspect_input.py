@@ -16,7 +16,6 @@ config (``--set input.transactions.columns.amount=net_sales``) win over the gues
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NoReturn
 
 from segmentation.cli import config_from_args, exit_with, job_parser, parse, run_job
 from segmentation.inspection import inspect_transactions, render, resolve_source
@@ -41,8 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_job("inspect_input", body)
 
 
-def run(argv: Sequence[str] | None = None) -> NoReturn:
-    """The console script ``segmentation-...``: exits with the job's code (see ``cli.exit_with``)."""
+def run(argv: Sequence[str] | None = None) -> None:
+    """The console script ``segmentation-...``: raises SystemExit on failure (see ``cli.exit_with``)."""
     exit_with(main, argv)
 
 

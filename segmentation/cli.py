@@ -19,7 +19,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import yaml
 
@@ -116,12 +116,14 @@ def printable(cfg: AppConfig) -> str:
     return yaml.safe_dump(redact_data(mask_options(cfg.model_dump(mode="json"))), sort_keys=False)
 
 
-def exit_with(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> NoReturn:
-    """Run a job's ``main`` and exit with its code: the console scripts' entry point. Raising
-    ``SystemExit`` itself, and not returning the code, matters where the caller ignores a return
+def exit_with(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> None:
+    """Run a job's ``main``; on a non-zero code raise ``SystemExit`` with it: the console scripts'
+    entry point. Raising, and not returning the code, matters where the caller ignores a return
     value: a Databricks Python wheel task calls the entry point in-process and fails the task
-    only on an exception."""
-    sys.exit(main(argv))
+    only on an exception. Success returns normally (a console script then exits 0)."""
+    code = main(argv)
+    if code:
+        raise SystemExit(code)
 
 
 def run_job(name: str, body: Callable[[], object]) -> int:

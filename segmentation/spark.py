@@ -10,9 +10,9 @@
 * Spark Connect (``spark.remote`` or ``SPARK_REMOTE``): ``sc://host:port`` reaches a running
   server with its own jars and extensions; ``local[N]`` starts a server in this process with
   the same Delta settings as a classic local session. The library uses only the DataFrame,
-  SQL and ML APIs that Connect has. The one JVM call left is spark-submit's (reading its
-  settings before the session starts, and ``cli`` writing the exit reason to its stderr),
-  where spark-submit has started the JVM for this process by definition.
+  SQL and ML APIs that Connect has. Two JVM calls are left, both only under spark-submit,
+  which starts the JVM for this process by definition: reading its settings before the session
+  starts (here) and writing a job's exit reason to its stderr (``cli``).
 """
 
 from __future__ import annotations

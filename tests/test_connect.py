@@ -122,10 +122,9 @@ def test_the_model_logged_over_connect_loads_in_classic_spark_and_gives_the_scor
     current = spark.read.format("delta").load(str(root / "current")).select("customer_id", "segment")
     mismatched = segments.join(current, "customer_id").where("CAST(prediction AS INT) <> segment")
     assert segments.count() == current.count() and mismatched.count() == 0
-    # Logging passed the model through the shared folder and left nothing there; scoring loaded it from there.
-    shared = [p.name for p in (root / "dfs-tmp").iterdir()]
-    assert not [n for n in shared if n.startswith("segmentation-logging-")], shared
-    assert [n for n in shared if n.startswith("segmentation-model-")], shared
+    # Logging and scoring passed the model through the shared folder (it exists: nothing else makes
+    # it) and left nothing there.
+    assert (root / "dfs-tmp").is_dir() and not list((root / "dfs-tmp").iterdir())
 
 
 def test_rerunning_scoring_over_connect_merges_nothing_new(spark, connect_run, connect_server):
