@@ -115,7 +115,8 @@ def test_champion_is_registered_with_alias_and_both_loaders_agree(spark, trained
     cfg, result = trained
     version = MlflowClient().get_model_version_by_alias(cfg.mlflow.registered_model, cfg.mlflow.alias)
     assert str(version.version) == result.model_version and version.run_id == result.run_id
-    features = spark.read.format("delta").load(cfg.features.output.path).limit(200)
+    # Ordered: a bare limit() may take other rows each time it runs (collect, then toPandas).
+    features = spark.read.format("delta").load(cfg.features.output.path).orderBy("customer_id", "as_of").limit(200)
     uri = f"models:/{cfg.mlflow.registered_model}@{cfg.mlflow.alias}"
     spark_model = mlflow.spark.load_model(uri)
     via_spark = {r.customer_id: int(r.prediction) for r in spark_model.transform(features).collect()}
