@@ -156,9 +156,11 @@ def table_exists(spark: SparkSession, target: OutputConfig | TableConfig) -> boo
 
 def delta_version(spark: SparkSession, target: OutputConfig | TableConfig) -> int | None:
     """Current version of a Delta table, or None for other formats or a missing table."""
-    if target.format != "delta" or not table_exists(spark, target):
+    if target.format != "delta" or not (target.table or target.path):
         return None
-    return _history_version(spark, _sql_name(target))
+    if target.table and not spark.catalog.tableExists(target.table):
+        return None
+    return _history_version(spark, _sql_name(target))  # None for a path that holds no Delta table
 
 
 # What DESCRIBE HISTORY says of a path that holds no Delta table (missing, empty or another format).
