@@ -11,11 +11,14 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from pyspark.ml import Pipeline
+from pyspark.ml.feature import StandardScaler, VectorAssembler
 
-from segmentation.config import SparkConfig, load_config
+from segmentation.config import SparkConfig, TrainingConfig, load_config
 from segmentation.feature_pipeline import run_feature_pipeline
 from segmentation.generator import generate
 from segmentation.io import write_table
+from segmentation.preprocessing import QuantileCapper, SignedLog1p, log_columns
 from segmentation.spark import get_spark
 from segmentation.training_pipeline import run_training
 
@@ -137,3 +140,14 @@ def mlflow_state_restored():
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def legacy_preprocessing(cols: list[str], cfg: TrainingConfig) -> Pipeline:
+    """The preprocessing of models registered before the built-in stages (SignedLog1p, QuantileCapper)."""
+    logged = log_columns(cols, cfg)
+    return Pipeline(stages=[
+        SignedLog1p(inputCols=logged, outputCols=logged),
+        QuantileCapper(inputCols=cols, lower=cfg.cap_quantiles[0], upper=cfg.cap_quantiles[1]),
+        VectorAssembler(inputCols=cols, outputCol="raw_features", handleInvalid="error"),
+        StandardScaler(inputCol="raw_features", outputCol="features", withMean=False, withStd=True),
+    ])  # fmt: skip

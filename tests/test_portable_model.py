@@ -12,16 +12,16 @@ from pathlib import Path
 import mlflow
 import pytest
 from conftest import make_config
-from pyspark.ml import Pipeline, PipelineModel
+from pyspark.ml import PipelineModel
 from pyspark.ml.clustering import KMeans
-from pyspark.ml.feature import StandardScaler, VectorAssembler
 
 from segmentation import tracking
 from segmentation.config import TrainingConfig
 from segmentation.identity import IdentityMapping, SegmentRelabeler
-from segmentation.preprocessing import QuantileCapper, SignedLog1p, fit_preprocessing, log_columns
+from segmentation.preprocessing import SignedLog1p, fit_preprocessing
 from segmentation.scoring_pipeline import score
 from segmentation.training_stages import assemble_model
+from tests.conftest import legacy_preprocessing
 
 COLUMNS = ["net_spend", "n_purchases", "return_rate", "trend"]
 SCHEMA = "customer_id STRING, net_spend DOUBLE, n_purchases BIGINT, return_rate DOUBLE, trend DOUBLE"
@@ -91,16 +91,9 @@ def test_the_logged_model_loads_and_scores_with_pyspark_alone(spark, features, t
 
 
 def test_a_model_saved_with_the_old_python_stages_still_scores_through_the_registry(spark, features, tmp_path):
-    cfg = TrainingConfig()
-    logged = log_columns(COLUMNS, cfg)
-    legacy_preprocessing = Pipeline(stages=[
-        SignedLog1p(inputCols=logged, outputCols=logged),
-        QuantileCapper(inputCols=COLUMNS, lower=cfg.cap_quantiles[0], upper=cfg.cap_quantiles[1]),
-        VectorAssembler(inputCols=COLUMNS, outputCol="raw_features", handleInvalid="error"),
-        StandardScaler(inputCol="raw_features", outputCol="features", withMean=False, withStd=True),
-    ]).fit(features)  # fmt: skip
-    clusters = KMeans(k=3, seed=1, predictionCol="cluster").fit(legacy_preprocessing.transform(features))
-    legacy = PipelineModel(stages=[*legacy_preprocessing.stages, clusters, SegmentRelabeler(mapping=MAPPING)])
+    preprocessing = legacy_preprocessing(COLUMNS, TrainingConfig()).fit(features)
+    clusters = KMeans(k=3, seed=1, predictionCol="cluster").fit(preprocessing.transform(features))
+    legacy = PipelineModel(stages=[*preprocessing.stages, clusters, SegmentRelabeler(mapping=MAPPING)])
     app = make_config(tmp_path, **{"mlflow.experiment": "legacy"})
     tracking.register_model(_log(legacy, features, app), "legacy-segments", "champion")
 

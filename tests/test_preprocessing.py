@@ -4,9 +4,8 @@ import math
 
 import numpy as np
 import pytest
-from pyspark.ml import Pipeline, PipelineModel
+from pyspark.ml import PipelineModel
 from pyspark.ml.clustering import BisectingKMeans, GaussianMixture
-from pyspark.ml.feature import StandardScaler, VectorAssembler
 from pyspark.ml.functions import vector_to_array
 from pyspark.testing import assertDataFrameEqual
 
@@ -23,6 +22,7 @@ from segmentation.preprocessing import (
     signed_log_stage,
     sql_double,
 )
+from tests.conftest import legacy_preprocessing
 
 SCHEMA = "customer_id STRING, as_of DATE, net_spend DOUBLE, n_purchases BIGINT, return_rate DOUBLE, trend DOUBLE"
 
@@ -143,13 +143,7 @@ def test_the_built_in_stages_give_the_vectors_of_the_legacy_python_stages(featur
     """Same signed log, same capping bounds (quantiles of the logged values, relative error 0.001),
     so a retrain with this version puts customers where the previous version would have."""
     cols, cfg = ["net_spend", "n_purchases", "return_rate", "trend"], TrainingConfig()
-    logged = log_columns(cols, cfg)
-    legacy = Pipeline(stages=[
-        SignedLog1p(inputCols=logged, outputCols=logged),
-        QuantileCapper(inputCols=cols, lower=cfg.cap_quantiles[0], upper=cfg.cap_quantiles[1]),
-        VectorAssembler(inputCols=cols, outputCol="raw_features", handleInvalid="error"),
-        StandardScaler(inputCol="raw_features", outputCol="features", withMean=False, withStd=True),
-    ]).fit(features)  # fmt: skip
+    legacy = legacy_preprocessing(cols, cfg).fit(features)
     new = fit_preprocessing(features, cols, cfg)
     legacy_vectors, new_vectors = (
         np.array([r.features.toArray() for r in model.transform(features).orderBy("customer_id").collect()])
