@@ -19,7 +19,7 @@ from segmentation.generator import customer_count, generate
 from segmentation.io import write_table
 from segmentation.spark import get_spark
 
-log = logging.getLogger("generate_transactions")
+log = logging.getLogger("jobs.generate_transactions")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,7 +15,7 @@ from segmentation.feature_pipeline import features_for_scoring
 from segmentation.scoring_pipeline import run_scoring
 from segmentation.spark import get_spark
 
-log = logging.getLogger("score_customers")
+log = logging.getLogger("jobs.score_customers")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

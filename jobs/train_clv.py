@@ -18,7 +18,7 @@ from segmentation.cli import config_from_args, exit_with, job_parser, parse, run
 from segmentation.clv_pipeline import run_clv
 from segmentation.spark import get_spark
 
-log = logging.getLogger("train_clv")
+log = logging.getLogger("jobs.train_clv")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,7 +15,7 @@ from segmentation.cli import config_from_args, exit_with, job_parser, parse, run
 from segmentation.spark import get_spark
 from segmentation.training_pipeline import run_training
 
-log = logging.getLogger("train_segments")
+log = logging.getLogger("jobs.train_segments")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

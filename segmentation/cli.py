@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USER_ERROR = 2
 
+_OWN_LOGGERS = ("segmentation", "jobs", "__main__")
 _LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
@@ -50,6 +50,13 @@ class _StderrHandler(logging.StreamHandler):
     def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; always follow sys.stderr
         pass
 
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Below WARNING, only the project's own lines: the ``segmentation`` package, the jobs
+        (``jobs.<name>``) and a calling script. Libraries' chatter (a classic session's gateway,
+        HTTP clients, database migrations) shows from WARNING up, at any ``--log-level``."""
+        own = record.name.partition(".")[0] in _OWN_LOGGERS
+        return (own or record.levelno >= logging.WARNING) and super().filter(record)
+
 
 def configure_logging(level: str = "INFO") -> None:
     """Configure Python logging once per job (idempotent; notebooks keep their own handlers)."""
@@ -60,8 +67,6 @@ def configure_logging(level: str = "INFO") -> None:
         handler._segmentation = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("py4j", "urllib3", "alembic", "matplotlib", "git"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def job_parser(description: str) -> argparse.ArgumentParser:
@@ -128,7 +133,7 @@ def exit_with(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] |
 
 def run_job(name: str, body: Callable[[], object]) -> int:
     """Run ``body`` and map its outcome to the exit-code contract."""
-    log = logging.getLogger(name)
+    log = logging.getLogger(f"jobs.{name}")
     try:
         body()
     except SegmentationError as exc:
@@ -149,22 +154,9 @@ def run_job(name: str, body: Callable[[], object]) -> int:
 
 
 def _reason(line: str) -> None:
-    """The one-line reason, on stderr. spark-submit merges the Python process's stderr into its own
-    stdout, so under spark-submit the line also goes to the JVM's stderr (spark-submit's stderr)."""
-    line = " ".join(line.split("\n"))
-    print(line, file=sys.stderr, flush=True)
-    if "PYSPARK_GATEWAY_PORT" in os.environ:
-        from pyspark import SparkContext
-
-        try:
-            if SparkContext._gateway is None:  # failed before the session existed: connect to the JVM
-                from pyspark.java_gateway import launch_gateway
-
-                SparkContext._gateway = launch_gateway()
-            SparkContext._gateway.jvm.System.err.println(line)
-            SparkContext._gateway.jvm.System.err.flush()
-        except Exception:  # noqa: BLE001 - the JVM may already be gone; stdout still has the line
-            pass
+    """The one-line reason, on stderr (under spark-submit, which merges the Python process's
+    stderr into its own stdout, on spark-submit's stdout)."""
+    print(" ".join(line.split("\n")), file=sys.stderr, flush=True)
 
 
 def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:

@@ -104,7 +104,8 @@ def error_condition(exc: object) -> str:
     """Spark's error condition (``DELTA_TABLE_ONLY_OPERATION``...) of a Python or Java exception, or ''.
 
     A classic session's Java exception that PySpark has no class for (Delta's own, unless
-    ``delta.exceptions`` was imported) arrives as a Py4J error: its condition is the Java one's.
+    ``delta.exceptions`` was imported) arrives as PySpark's generic Java error: its condition is the
+    Java exception's.
     """
     return _call(exc, "getCondition") or _call(getattr(exc, "java_exception", None), "getCondition") or ""
 
@@ -112,7 +113,7 @@ def error_condition(exc: object) -> str:
 def _call(obj: object, method: str):
     try:
         return getattr(obj, method)()
-    except Exception:  # noqa: BLE001 - a py4j proxy may lack the method or the JVM may be gone
+    except Exception:  # noqa: BLE001 - a Java proxy may lack the method or the JVM may be gone
         return None
 
 

@@ -63,7 +63,8 @@ def _bucket_sql(feature: str, edges: Sequence[float]) -> str:
     """The bin of ``feature`` as SQL: how many edges the value is above (a null is in bin 0).
 
     Written as one SQL string because building the same expression from Column objects costs a
-    Py4J round trip per operator: 9 edges x 30 features x 2 snapshots took 5 to 6 s of a scoring run.
+    round trip to the JVM per operator on a classic session: 9 edges x 30 features x 2 snapshots
+    took 5 to 6 s of a scoring run.
     ``repr`` of a Python float (not numpy's: ``np.float64(...)``) is the shortest string that parses back
     to the same double."""
     column = _quoted(feature)

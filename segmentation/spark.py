@@ -2,17 +2,16 @@
 
 * Databricks, a notebook or any caller that already has a session: that session
   is returned untouched and nothing is downloaded.
-* ``spark-submit``: the master, jars and packages come from spark-submit; only
-  the Delta SQL extension, catalog and session settings are added.
+* ``spark-submit``: the master, jars, packages and SQL extensions come from spark-submit; the
+  Delta catalog and session settings are added, and Delta's extension is appended to
+  spark-submit's own when it is missing (see :func:`_submitted_session`).
 * Plain ``python``: a local session (``spark.master`` from config, ``local[*]``
   by default) with the Delta Lake jars fetched from Maven Central on first use
   and cached by Ivy (``~/.ivy2.5.2``) for every later run.
 * Spark Connect (``spark.remote`` or ``SPARK_REMOTE``): ``sc://host:port`` reaches a running
   server with its own jars and extensions; ``local[N]`` starts a server in this process with
   the same Delta settings as a classic local session. The library uses only the DataFrame,
-  SQL and ML APIs that Connect has. Two JVM calls are left, both only under spark-submit,
-  which starts the JVM for this process by definition: reading its settings before the session
-  starts (here) and writing a job's exit reason to its stderr (``cli``).
+  SQL and ML APIs that Connect has, and never reaches into the JVM.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ import subprocess
 import uuid
 import warnings
 
-from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -109,14 +107,13 @@ def get_spark(settings: SparkConfig | None = None) -> SparkSession:
         return active
     remote = settings.remote or os.environ.get("SPARK_REMOTE")
     if remote:
-        builder = _connect_builder(remote, settings)
+        spark = _start(_connect_builder(remote, settings))
+    elif _under_spark_submit():
+        spark = _submitted_session(settings)
     else:
-        builder = _classic_builder(settings)
-    with warnings.catch_warnings():
-        # A local Connect server starts with every setting, then the client sets each again
-        # on its session and warns that static ones cannot change; they are already in effect.
-        warnings.filterwarnings("ignore", message="Failed to set spark", category=UserWarning)
-        spark = builder.getOrCreate()
+        check_java()
+        builder = SparkSession.builder.appName(settings.app_name).master(settings.master)
+        spark = _start(_session_settings(_local_settings(builder, settings), settings, ""))
     if remote:
         # A model fitted over Connect releases its server-side copy when garbage-collected; at
         # interpreter exit that call waits for a reply that never comes, so a job whose session
@@ -137,7 +134,7 @@ def get_spark(settings: SparkConfig | None = None) -> SparkSession:
 
 
 def is_connect(spark: SparkSession) -> bool:
-    """Whether ``spark`` is a Spark Connect session (no SparkContext, no JVM in this process)."""
+    """Whether ``spark`` is a Spark Connect session (no JVM in this process)."""
     return type(spark).__module__.startswith("pyspark.sql.connect")
 
 
@@ -154,15 +151,32 @@ def activate_in_thread(spark: SparkSession) -> None:
         type(spark)._set_default_and_active_session(spark)
 
 
-def _classic_builder(settings: SparkConfig) -> SparkSession.Builder:
-    submitted = _under_spark_submit()
-    if not submitted:
-        check_java()
+def _start(builder: SparkSession.Builder) -> SparkSession:
+    with warnings.catch_warnings():
+        # A local Connect server starts with every setting, then the client sets each again
+        # on its session and warns that static ones cannot change; they are already in effect.
+        warnings.filterwarnings("ignore", message="Failed to set spark", category=UserWarning)
+        return builder.getOrCreate()
+
+
+def _submitted_session(settings: SparkConfig) -> SparkSession:
+    """A session on spark-submit's settings (``--conf``, ``spark-defaults.conf``) with Delta's extension.
+
+    spark-submit starts the JVM with its settings before Python runs, and static SQL settings such
+    as ``spark.sql.extensions`` take effect only when the context starts: a context that started
+    without Delta's extension fails every replaceWhere, DELETE or MERGE on an existing table.
+    The session starts on spark-submit's own extensions; when Delta's is not among them, that
+    session is stopped and started again with it appended, so a user's extensions are kept. The
+    restart (a few seconds) is skipped when spark-submit is given Delta's extension.
+    """
     builder = SparkSession.builder.appName(settings.app_name)
-    if not submitted:
-        builder = _local_settings(builder.master(settings.master), settings)
-    existing = _submitted_conf().get("spark.sql.extensions", "") if submitted else ""
-    return _session_settings(builder, settings, existing)
+    spark = _start(_session_settings(builder, settings, None))
+    submitted = spark.conf.get("spark.sql.extensions", None) or ""
+    if DELTA_EXTENSION in [e.strip() for e in submitted.split(",")]:
+        return spark
+    log.info("spark-submit did not enable %s; restarting the session with it added", DELTA_EXTENSION)
+    spark.stop()
+    return _start(_session_settings(builder, settings, submitted))
 
 
 def _connect_builder(remote: str, settings: SparkConfig) -> SparkSession.Builder:
@@ -182,11 +196,15 @@ def _local_settings(builder: SparkSession.Builder, settings: SparkConfig) -> Spa
     return builder
 
 
-def _session_settings(builder: SparkSession.Builder, settings: SparkConfig, extensions: str) -> SparkSession.Builder:
-    """Delta's extension and catalog, the UI and the log level: settings fixed when Spark starts."""
+def _session_settings(
+    builder: SparkSession.Builder, settings: SparkConfig, extensions: str | None
+) -> SparkSession.Builder:
+    """Delta's extension (after ``extensions``; none set when None) and catalog, the UI and the
+    log level: settings fixed when Spark starts."""
+    if extensions is not None:
+        builder = builder.config("spark.sql.extensions", _with_delta(extensions))
     builder = (
-        builder.config("spark.sql.extensions", _with_delta(extensions))
-        .config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
+        builder.config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
         .config("spark.ui.enabled", str(settings.ui_enabled).lower())
         .config("spark.ui.showConsoleProgress", "true")
         .config("spark.log.level", settings.log_level)
@@ -199,20 +217,6 @@ def _runtime_settings(builder: SparkSession.Builder, settings: SparkConfig) -> S
     for key, value in settings.conf.items():
         builder = builder.config(key, value)
     return builder
-
-
-def _submitted_conf() -> SparkConf:
-    """spark-submit's settings (``--conf`` and ``spark-defaults.conf``), read without starting a context.
-
-    spark-submit starts the JVM, puts every setting in its system properties and hands its gateway
-    to Python. Connecting to that gateway, and not starting a SparkContext, lets ``SparkConf()``
-    load them; the context then starts from them plus the builder's settings. Static SQL settings
-    such as ``spark.sql.extensions`` take effect only when the context starts with them: reading
-    the settings through ``SparkContext.getOrCreate()`` froze the context without Delta's
-    extension, and every replaceWhere, DELETE or MERGE on an existing table failed.
-    """
-    SparkContext._ensure_initialized()
-    return SparkConf()
 
 
 def check_delta(spark: SparkSession) -> None:
@@ -260,7 +264,7 @@ def default_parallelism(spark: SparkSession) -> int:
     """How many tasks Spark runs a scan in by default (the cores of a local session).
 
     Read from the partitions of a ``range`` without a partition count, which Spark sizes to its
-    default parallelism: the same answer as the SparkContext's, on classic and Connect sessions
+    default parallelism: the same answer as the driver context's, on classic and Connect sessions
     alike, for one small Spark job.
     """
     probe = spark.range(0, 1 << 16).select(F.spark_partition_id().alias("p"))

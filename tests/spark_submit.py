@@ -114,10 +114,6 @@ def delta_operations(spark, data: Path, table: str) -> list[str]:
     return [r.operation for r in history]
 
 
-def stderr_lines(done: subprocess.CompletedProcess, pattern: str) -> list[str]:
-    return [line for line in done.stderr.splitlines() if re.search(pattern, line)]
-
-
 def log_lines(done: subprocess.CompletedProcess, pattern: str) -> list[str]:
     """The job's log lines: spark-submit merges the Python process's stderr into its own stdout."""
     return [line for line in (done.stdout + done.stderr).splitlines() if re.search(pattern, line)]
