@@ -449,21 +449,20 @@ def load_registered_model(name: str, alias: str | None = None, version: int | st
         raise ModelMismatchError(f"model '{name}' version {mv.version} has no {CHECKSUM_TAG} tag; retrain it")
     connect = _connect_outside_databricks()  # the Connect server reads the model: download where it sees it
     local = Path(tempfile.mkdtemp(prefix="segmentation-model-", dir=shared_tmpdir() if connect else None))
-    local.chmod(0o755)  # a Connect server may run as another user
-    path = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{mv.version}", dst_path=str(local))
-    actual = directory_checksum(path)
-    if actual != expected:
-        raise ModelMismatchError(
-            f"model '{name}' version {mv.version}: files have sha256 {actual[:12]}..., "
-            f"registered {expected[:12]}...; the stored model was changed or corrupted, refusing to score"
-        )
-    signature = Model.load(path).signature
-    columns = signature.inputs.input_names() if signature is not None else []
-    if connect:  # the server reads every stage's files as it loads, so the copy can go afterwards
-        model = PipelineModel.load(str(Path(path) / "sparkml"))
+    try:  # every stage's files are read as the model loads, so the copy goes afterwards
+        local.chmod(0o755)  # a Connect server may run as another user
+        path = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{mv.version}", dst_path=str(local))
+        actual = directory_checksum(path)
+        if actual != expected:
+            raise ModelMismatchError(
+                f"model '{name}' version {mv.version}: files have sha256 {actual[:12]}..., "
+                f"registered {expected[:12]}...; the stored model was changed or corrupted, refusing to score"
+            )
+        signature = Model.load(path).signature
+        columns = signature.inputs.input_names() if signature is not None else []
+        model = PipelineModel.load(str(Path(path) / "sparkml")) if connect else mlflow.spark.load_model(path)
+    finally:
         shutil.rmtree(local, ignore_errors=True)
-    else:
-        model = mlflow.spark.load_model(path)
     return LoadedModel(model, name, str(mv.version), mv.run_id, list(columns), actual)
 
 

@@ -22,10 +22,10 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
+from conftest import free_port, make_config, stop_process_group
 from pyspark.ml import PipelineModel
 
 from segmentation.spark import DELTA_CATALOG, DELTA_EXTENSION, delta_maven_coordinate
-from tests.conftest import free_port, make_config, stop_process_group
 from tests.spark_submit import SPARK_BIN
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,11 +7,12 @@ import json
 import subprocess
 import sys
 import sysconfig
+import tempfile
 from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import make_config
+from conftest import legacy_preprocessing, make_config
 from pyspark.ml import PipelineModel
 from pyspark.ml.clustering import KMeans
 
@@ -21,7 +22,6 @@ from segmentation.identity import IdentityMapping, SegmentRelabeler
 from segmentation.preprocessing import SignedLog1p, fit_preprocessing
 from segmentation.scoring_pipeline import score
 from segmentation.training_stages import assemble_model
-from tests.conftest import legacy_preprocessing
 
 COLUMNS = ["net_spend", "n_purchases", "return_rate", "trend"]
 SCHEMA = "customer_id STRING, net_spend DOUBLE, n_purchases BIGINT, return_rate DOUBLE, trend DOUBLE"
@@ -97,7 +97,9 @@ def test_a_model_saved_with_the_old_python_stages_still_scores_through_the_regis
     app = make_config(tmp_path, **{"mlflow.experiment": "legacy"})
     tracking.register_model(_log(legacy, features, app), "legacy-segments", "champion")
 
+    copies = set(Path(tempfile.gettempdir()).glob("segmentation-model-*"))
     loaded = tracking.load_registered_model("legacy-segments", alias="champion")  # the scoring job's loader
+    assert set(Path(tempfile.gettempdir()).glob("segmentation-model-*")) == copies  # its download is gone
     assert isinstance(loaded.model.stages[0], SignedLog1p) and isinstance(loaded.model.stages[-1], SegmentRelabeler)
     names = {s: f"name {s}" for s in MAPPING}
     scored = {r.customer_id: (r.segment, r.segment_name) for r in score(features, loaded, names).collect()}

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import legacy_preprocessing
 from pyspark.ml import PipelineModel
 from pyspark.ml.clustering import BisectingKMeans, GaussianMixture
 from pyspark.ml.functions import vector_to_array
@@ -22,7 +23,6 @@ from segmentation.preprocessing import (
     signed_log_stage,
     sql_double,
 )
-from tests.conftest import legacy_preprocessing
 
 SCHEMA = "customer_id STRING, as_of DATE, net_spend DOUBLE, n_purchases BIGINT, return_rate DOUBLE, trend DOUBLE"
 

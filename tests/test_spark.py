@@ -4,6 +4,7 @@ import os
 import subprocess
 
 import pytest
+from conftest import TEST_SPARK
 
 from segmentation.config import SparkConfig
 from segmentation.spark import (
@@ -17,7 +18,6 @@ from segmentation.spark import (
     is_connect,
     size_partitions,
 )
-from tests.conftest import TEST_SPARK
 
 
 def test_the_factorys_session_has_deltas_jar_and_extension_and_utc(spark):
