@@ -46,7 +46,7 @@ demo: install
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Not part of `make test`: hours at 100M rows. Results in benchmarks/results/ (see README, Performance).
+# Not part of `make test`: hours at 100M rows. Results in benchmarks/results/ (see docs/performance.md).
 bench: install
 	$(BIN)/python benchmarks/run.py --sizes $(BENCH_SIZES) --out benchmarks/results
 	$(BIN)/python benchmarks/kmeans_solvers.py --out benchmarks/results

@@ -5,7 +5,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 # Direct dependencies, pinned to the tested set. constraints.txt pins the
-# transitive ones too; see README "Dependencies" for why this pyspark/delta pair.
+# transitive ones too; see docs/configuration.md, Dependencies, for why this pyspark/delta pair.
 RUNTIME = [
     "pyspark[connect]==4.2.0",  # [connect]: grpcio and friends, for spark.remote / SPARK_REMOTE
     "delta-spark==4.4.0",

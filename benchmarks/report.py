@@ -1,4 +1,4 @@
-"""Turn the benchmark's rows into ``results.md`` (the README's table) and ``results.png``."""
+"""Turn the benchmark's rows into ``results.md`` (the table docs/performance.md shows) and ``results.png``."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ two driver threads. Spark's start (JVM, Delta jars) is timed on its own.
 
 Peak memory is the machine's memory in use (total minus available), sampled every 0.2 s
 during each stage; run the benchmark alone. Results: ``<out>/results.json``, ``results.md`` (the table
-the README shows) and ``results.png``.
+docs/performance.md shows) and ``results.png``.
 
     python benchmarks/run.py --sizes 1000000,10000000,100000000 --work /tmp/bench --out benchmarks/results
 """

@@ -81,9 +81,10 @@ def connect_run(connect_server, tmp_path_factory):
             "generator.ground_truth.path": root / "ground_truth",
             "training.k_min": 3,
             "training.k_max": 5,
-            # GaussianMixture's fits can spin forever in netlib's dsyev (README, Status), and did in this
-            # test once on 2026-12-03 (a sweep at 14 minutes, the server's task in Dlascl); KMeans and
-            # BisectingKMeans exercise the same Connect paths (fit, summary, save, load).
+            # GaussianMixture's fits can spin forever in netlib's dsyev (docs/training.md, Known problems
+            # with GaussianMixture), and did in this test once on 2026-12-03 (a sweep at 14 minutes, the
+            # server's task in Dlascl); KMeans and BisectingKMeans exercise the same Connect paths (fit,
+            # summary, save, load).
             "training.algorithms": "[kmeans, bisecting_kmeans]",
             "scoring.current.path": root / "current",
             "scoring.history.path": root / "history",
