@@ -275,6 +275,14 @@ class SelectionConfig(_Section):
     parallelism: int = Field(2, ge=1)
 
 
+class RefitConfig(_Section):
+    """How many customers the champion is refitted on; every customer is assigned either way."""
+
+    # None: all of them. A number: all of them up to that many, and above it a uniform sample of
+    # about that many (sample(fraction), seeded with training.seed, so it contains the sweep's sample).
+    max_customers: int | None = Field(None, ge=1000)
+
+
 class GroundTruthConfig(TableConfig):
     """Planted segments (synthetic data) to measure recovery; never used as a feature."""
 
@@ -322,6 +330,7 @@ class TrainingConfig(_Section):
     bisecting_kmeans: BisectingKMeansParams = Field(default_factory=BisectingKMeansParams)
     gaussian_mixture: GaussianMixtureParams = Field(default_factory=GaussianMixtureParams)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    refit: RefitConfig = Field(default_factory=RefitConfig)
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
     ground_truth: GroundTruthConfig = Field(default_factory=lambda: GroundTruthConfig(path="data/ground_truth"))
     # Register the champion in the model registry. False logs the model only.

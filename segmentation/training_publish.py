@@ -128,6 +128,7 @@ def _log_sweep(cfg: AppConfig, trained: Trained, run_tags: dict[str, Any]) -> No
                           and m != "ground_truth_ari"})  # fmt: skip
     if "ground_truth_ari" in final.metrics:
         tracking.log_metrics({"ground_truth_ari": final.metrics["ground_truth_ari"]})
+    tracking.log_metrics({"refit_rows": float(final.refit_rows)})
     tracking.log_dict(final.choice.rationale, tracking.RATIONALE_ARTIFACT)
     tracking.log_table(pd.DataFrame(sweep.ordered_records()), tracking.SWEEP_ARTIFACT)
 

@@ -111,6 +111,7 @@ class Final:
     identity: IdentityMapping
     old_segments: DataFrame | None  # the champion's segments of these customers
     metrics: dict[str, float]
+    refit_rows: int  # the customers the champion was fitted on
 
 
 @dataclass(frozen=True)
@@ -175,9 +176,10 @@ def finalise(
                     sel.silhouette_tolerance)  # fmt: skip
     champion, k = choice.champion, choice.champion_k
     log.info("champion: %s with k=%d", champion, k)
-    cluster_model = sweep.models[(champion, k)]
+    cluster_model, refit_rows = sweep.models[(champion, k)], prepared.n_sample
     if prepared.sample is not prepared.vectors:
-        cluster_model = build_estimator(champion, k, tcfg, tcfg.seed).fit(prepared.vectors)
+        rows, refit_rows = refit_rows_of(prepared, tcfg, persist)
+        cluster_model = build_estimator(champion, k, tcfg, tcfg.seed).fit(rows)
     cluster_model.setPredictionCol(CLUSTER_COL)
     snapshot = prepared.snapshot
     clustered = cluster_model.transform(prepared.preprocessing.transform(snapshot))
@@ -188,7 +190,20 @@ def finalise(
     metrics = evaluate_clustering(cluster_model, assigned, "features", CLUSTER_COL, champion)
     if tcfg.ground_truth.enabled:
         metrics["ground_truth_ari"] = _ground_truth_ari(spark, tcfg, assigned)
-    return Final(choice, cluster_model, model, assigned, identity, old_segments, metrics)
+    return Final(choice, cluster_model, model, assigned, identity, old_segments, metrics, refit_rows)
+
+
+def refit_rows_of(prepared: Prepared, tcfg: TrainingConfig, persist: Persist) -> tuple[DataFrame, int]:
+    """The vectors the champion is refitted on, and how many: every customer up to
+    ``refit.max_customers``, above it a uniform sample of about that many."""
+    limit = tcfg.refit.max_customers
+    if limit is None or prepared.n_customers <= limit:
+        return prepared.vectors, prepared.n_customers
+    rows = persist(prepared.vectors.sample(False, limit / prepared.n_customers, tcfg.seed))
+    n_rows = rows.count()
+    log.info("refitting the champion on a sample of %d of %d customers (refit.max_customers=%d)",
+             n_rows, prepared.n_customers, limit)  # fmt: skip
+    return rows, n_rows
 
 
 def assemble_model(preprocessing: PipelineModel, cluster_model: Any, identity: IdentityMapping) -> PipelineModel:

@@ -76,6 +76,14 @@ def test_the_parent_run_names_the_champion_the_snapshot_its_version_and_the_qual
     assert int(tags["dq_rows_read"]) == 30000
 
 
+def test_below_the_refit_limit_the_champion_is_refitted_on_every_customer(spark, trained, runs):
+    cfg, result = trained
+    parent, _ = runs
+    features = spark.read.format("delta").load(str(cfg.features.output.path))
+    assert cfg.training.refit.max_customers is None
+    assert parent.data.metrics["refit_rows"] == features.where(features.as_of == result.as_of).count()
+
+
 def test_the_parent_run_holds_the_charts_selection_identity_and_profiles(trained):
     cfg, result = trained
     client = MlflowClient(cfg.mlflow.tracking_uri)
