@@ -96,9 +96,20 @@ def gmm_parameter_count(k: int, d: int) -> int:
 
 
 def evaluate_clustering(
-    model: object, predictions: DataFrame, features_col: str, prediction_col: str, algorithm: str
+    model: object,
+    predictions: DataFrame,
+    features_col: str,
+    prediction_col: str,
+    algorithm: str,
+    fitted_rows: int | None = None,
 ) -> dict[str, float]:
-    """All metrics of :data:`METRICS` for a fitted model and its predictions on the rows it was fitted on."""
+    """All metrics of :data:`METRICS` for a fitted model and its predictions.
+
+    The predictions are of the rows the model was fitted on, or of more rows when ``fitted_rows``
+    says how many it was fitted on (a champion refitted on a sample): a mixture's log-likelihood,
+    which MLlib reports for the fitted rows only, is then scaled to all rows (the sample's mean
+    log-likelihood per row times their count, an unbiased estimate for a uniform sample).
+    """
     ids, sizes, means, sumsq = cluster_summary(predictions, features_col, prediction_col)
     n, k_fit = float(sizes.sum()), int(model.getK()) if hasattr(model, "getK") else len(ids)
     k = len(ids)
@@ -123,7 +134,7 @@ def evaluate_clustering(
             ratio = (spread[:, None] + spread[None, :]) / distance
         metrics["davies_bouldin"] = float(np.mean(ratio.max(axis=1)))
     if algorithm == "gaussian_mixture":
-        log_likelihood = float(model.summary.logLikelihood)
+        log_likelihood = float(model.summary.logLikelihood) * (n / fitted_rows if fitted_rows else 1.0)
         d = int(means.shape[1])
         p = gmm_parameter_count(k_fit, d)
         metrics["log_likelihood"] = log_likelihood

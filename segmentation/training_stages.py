@@ -187,7 +187,7 @@ def finalise(
     model = assemble_model(prepared.preprocessing, cluster_model, identity)
     scored = model.transform(snapshot)
     assigned = persist(scored.select(*[c for c in _ASSIGNED_COLUMNS if c in scored.columns]))
-    metrics = evaluate_clustering(cluster_model, assigned, "features", CLUSTER_COL, champion)
+    metrics = evaluate_clustering(cluster_model, assigned, "features", CLUSTER_COL, champion, refit_rows)
     if tcfg.ground_truth.enabled:
         metrics["ground_truth_ari"] = _ground_truth_ari(spark, tcfg, assigned)
     return Final(choice, cluster_model, model, assigned, identity, old_segments, metrics, refit_rows)

@@ -87,6 +87,22 @@ def test_gmm_information_criteria(spark, fitted):
     assert metrics["bic"] == pytest.approx(p * math.log(3000) - 2 * ll)
 
 
+def test_a_mixture_fitted_on_a_sample_reports_the_log_likelihood_of_every_row(spark, fitted):
+    _, predictions, _ = fitted
+    data = predictions.select("features")
+    half = data.sample(False, 0.5, 3).cache()
+    fitted_rows = half.count()
+    model = GaussianMixture(k=4, seed=1, maxIter=20).fit(half)
+    metrics = evaluate_clustering(model, model.transform(data), "features", "prediction", "gaussian_mixture",
+                                  fitted_rows)  # fmt: skip
+    ll = model.summary.logLikelihood * 3000 / fitted_rows  # the sample's mean per row, times every row
+    assert metrics["log_likelihood"] == pytest.approx(ll) and fitted_rows < 1600
+    assert metrics["bic"] == pytest.approx(gmm_parameter_count(4, 5) * math.log(3000) - 2 * ll)
+    everyone = GaussianMixture(k=4, seed=1, maxIter=20).fit(data).summary.logLikelihood
+    assert ll == pytest.approx(everyone, rel=0.05)  # the blobs are separated: half the rows estimate it well
+    half.unpersist()
+
+
 def test_single_cluster_gives_nan_not_an_error(spark):
     df = spark.createDataFrame(
         [(Vectors.dense([1.0, 2.0]), 0), (Vectors.dense([2.0, 2.0]), 0)], ["features", "prediction"]
