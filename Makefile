@@ -20,7 +20,7 @@ check-java:
 $(STAMP): setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip==25.3
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[spark,dev]'
 	touch $(STAMP)
 
 install: check-java $(STAMP)

@@ -6,9 +6,14 @@ from setuptools import find_packages, setup
 
 # Direct dependencies, pinned to the tested set. constraints.txt pins the
 # transitive ones too; see docs/configuration.md, Dependencies, for why this pyspark/delta pair.
-RUNTIME = [
+# Spark itself is the `spark` extra: a Databricks runtime or serverless environment brings its own
+# pyspark and Delta, and a wheel that required pyspark would make pip install a second one over
+# them. Everywhere else (make, a packed virtualenv for spark-submit) installs `.[spark]`.
+SPARK = [
     "pyspark[connect]==4.2.0",  # [connect]: grpcio and friends, for spark.remote / SPARK_REMOTE
     "delta-spark==4.4.0",
+]
+RUNTIME = [
     "mlflow==3.17.2",
     "pandas==2.3.3",  # pyspark 4.2 supports pandas 2.x and warns on pandas 3
     "numpy==2.4.6",
@@ -50,7 +55,7 @@ setup(
     package_data={"segmentation.conf": ["*.yaml", "examples/*.yaml"]},
     include_package_data=True,
     install_requires=RUNTIME,
-    extras_require={"dev": DEV},
+    extras_require={"spark": SPARK, "dev": DEV},
     entry_points={
         "console_scripts": [f"segmentation-{job.replace('_', '-')}=jobs.{job}:run" for job in JOBS]
         + [f"{name}=jobs.{job}:run" for name, job in COMMANDS.items()],

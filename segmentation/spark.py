@@ -79,13 +79,20 @@ def check_java() -> int:
 
 
 def delta_maven_coordinate() -> str:
-    """The Delta Lake jar that matches the installed pyspark and delta-spark (for --packages)."""
-    from importlib.metadata import version
+    """The Delta Lake jar that matches the installed pyspark and delta-spark (for --packages).
+
+    Without delta-spark (the package's ``spark`` extra; a Databricks runtime has Delta built in),
+    the version part says what to put there."""
+    from importlib.metadata import PackageNotFoundError, version
 
     import pyspark
 
     spark_minor = ".".join(pyspark.__version__.split(".")[:2])
-    return f"io.delta:delta-spark_{spark_minor}_2.13:{version('delta-spark')}"
+    try:
+        delta = version("delta-spark")
+    except PackageNotFoundError:
+        delta = f"<the Delta Lake release for Spark {spark_minor}>"
+    return f"io.delta:delta-spark_{spark_minor}_2.13:{delta}"
 
 
 def _under_spark_submit() -> bool:

@@ -110,3 +110,19 @@ def test_make_refuses_to_install_without_java(tmp_path):
     make = subprocess.run(["/usr/bin/make", "-C", root, "check-java"], env=env, capture_output=True, text=True)
     assert make.returncode != 0
     assert "Java 17+" in make.stderr
+
+
+def test_without_delta_spark_the_coordinate_says_what_to_fill_in(monkeypatch):
+    """A Databricks runtime has Delta built in and no delta-spark distribution (the ``spark`` extra)."""
+    import importlib.metadata as metadata
+
+    real = metadata.version
+
+    def version(name: str) -> str:
+        if name == "delta-spark":
+            raise metadata.PackageNotFoundError(name)
+        return real(name)
+
+    assert delta_maven_coordinate() == "io.delta:delta-spark_4.2_2.13:4.4.0"
+    monkeypatch.setattr(metadata, "version", version)
+    assert delta_maven_coordinate() == "io.delta:delta-spark_4.2_2.13:<the Delta Lake release for Spark 4.2>"
