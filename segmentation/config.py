@@ -326,6 +326,8 @@ class TrainingConfig(_Section):
     k_min: int = Field(2, ge=2)
     k_max: int = Field(12, ge=2)
     seed: int = 42
+    # Every fit (sweep, stability, refit) is the best of this many starts (segmentation.models.fit_best).
+    restarts: int = Field(1, ge=1)
     kmeans: KMeansParams = Field(default_factory=KMeansParams)
     bisecting_kmeans: BisectingKMeansParams = Field(default_factory=BisectingKMeansParams)
     gaussian_mixture: GaussianMixtureParams = Field(default_factory=GaussianMixtureParams)

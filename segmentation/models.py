@@ -9,13 +9,19 @@ centre moved.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pyspark.ml.clustering import BisectingKMeans, GaussianMixture, KMeans
+from pyspark.sql import DataFrame
 
 from segmentation.config import ALGORITHMS, TrainingConfig
 
-__all__ = ["ALGORITHMS", "build_estimator", "param_record"]
+__all__ = ["ALGORITHMS", "build_estimator", "fit_best", "objective", "param_record"]
 
 NOT_APPLICABLE = "n/a"
+# Start i of a fit seeded s is seeded s + i * RESTART_STRIDE, so the restarts of the stability
+# refits (seeded s + 1, s + 2, ...) never reuse a start of the fit they are compared with.
+RESTART_STRIDE = 1000
 
 
 def build_estimator(
@@ -67,6 +73,32 @@ def build_estimator(
     raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {ALGORITHMS}")
 
 
+def objective(algorithm: str, model: Any) -> float:
+    """What a fit minimises, from its training summary: the within-cluster sum of squares
+    (KMeans, BisectingKMeans) or the negative log-likelihood (GaussianMixture)."""
+    if algorithm == "gaussian_mixture":
+        return -float(model.summary.logLikelihood)
+    return float(model.summary.trainingCost)
+
+
+def fit_best(algorithm: str, k: int, cfg: TrainingConfig, seed: int, data: DataFrame, **columns: str) -> Any:
+    """Fit ``cfg.restarts`` times from different starts and keep the fit with the best objective.
+
+    KMeans and GaussianMixture converge to a local optimum that depends on their start: on the
+    demo's 47,639 customers, six KMeans k=7 starts ended at four different within-cluster sums of
+    squares (589,790 to 756,152; three reached the lowest), whose segments matched the planted
+    personas at ARI 0.92 for the lowest and 0.37 to 0.66 for the others. The first start is
+    seeded ``seed``, so one restart is the single fit it always was.
+    """
+    best, best_objective = None, float("inf")
+    for start in range(cfg.restarts):
+        model = build_estimator(algorithm, k, cfg, seed + start * RESTART_STRIDE, **columns).fit(data)
+        value = objective(algorithm, model)
+        if best is None or value < best_objective:
+            best, best_objective = model, value
+    return best
+
+
 def param_record(algorithm: str, k: int, cfg: TrainingConfig, seed: int) -> dict[str, str]:
     """The same parameter names for every algorithm ("n/a" where one does not apply), so the
     MLflow compare view lines all runs up column by column."""
@@ -75,6 +107,7 @@ def param_record(algorithm: str, k: int, cfg: TrainingConfig, seed: int) -> dict
         "algorithm": algorithm,
         "k": k,
         "seed": seed,
+        "restarts": cfg.restarts,
         "max_iter": {"kmeans": km.max_iter, "bisecting_kmeans": bk.max_iter, "gaussian_mixture": gm.max_iter}[
             algorithm
         ],

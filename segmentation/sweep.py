@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 
 from segmentation.config import TrainingConfig
 from segmentation.evaluation import adjusted_rand_index, evaluate_clustering
-from segmentation.models import build_estimator
+from segmentation.models import fit_best
 from segmentation.selection import stability_needed
 from segmentation.spark import activate_in_thread
 
@@ -50,7 +50,7 @@ def _fit_candidate(
     measured (None, or NaN when the check is off).
     """
     wall_start, started = time.time(), time.perf_counter()
-    model = build_estimator(algorithm, k, tcfg, tcfg.seed).fit(sample)
+    model = fit_best(algorithm, k, tcfg, tcfg.seed, sample)
     fitted = time.perf_counter()
     predictions = model.transform(sample).persist()
     metrics = evaluate_clustering(model, predictions, "features", "prediction", algorithm)
@@ -67,10 +67,9 @@ def _stability(
     base = model.transform(sample).select("customer_id", "features", F.col("prediction").alias("base"))
     scores = []
     for seed in seeds:
-        estimator = build_estimator(
-            algorithm, k, tcfg, seed, prediction_col="prediction_alt", probability_col="probability_alt"
-        )
-        scores.append(adjusted_rand_index(estimator.fit(sample).transform(base), "base", "prediction_alt"))
+        other = fit_best(algorithm, k, tcfg, seed, sample, prediction_col="prediction_alt",
+                         probability_col="probability_alt")  # fmt: skip
+        scores.append(adjusted_rand_index(other.transform(base), "base", "prediction_alt"))
     return float(sum(scores) / len(scores)), time.perf_counter() - started
 
 

@@ -37,7 +37,7 @@ from segmentation.identity import (
     relabel_stage,
 )
 from segmentation.io import read_table
-from segmentation.models import build_estimator
+from segmentation.models import fit_best
 from segmentation.monitoring import drift_report, migration_matrix
 from segmentation.preprocessing import drop_degenerate_columns, fit_preprocessing, resolve_feature_columns
 from segmentation.profiles import SegmentDescription, describe_segments
@@ -179,7 +179,7 @@ def finalise(
     cluster_model, refit_rows = sweep.models[(champion, k)], prepared.n_sample
     if prepared.sample is not prepared.vectors:
         rows, refit_rows = refit_rows_of(prepared, tcfg, persist)
-        cluster_model = build_estimator(champion, k, tcfg, tcfg.seed).fit(rows)
+        cluster_model = fit_best(champion, k, tcfg, tcfg.seed, rows)
     cluster_model.setPredictionCol(CLUSTER_COL)
     snapshot = prepared.snapshot
     clustered = cluster_model.transform(prepared.preprocessing.transform(snapshot))
