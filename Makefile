@@ -55,6 +55,7 @@ bench: install
 	$(BIN)/python benchmarks/shuffle_partitions.py --size $(BENCH_SHUFFLE_SIZE) --partitions 4,16,64,4 --out benchmarks/results
 	$(BIN)/python benchmarks/sweep_parallelism.py --size 1000000 --parallelism 1,2 --out benchmarks/results
 	$(BIN)/python benchmarks/sweep_breakdown.py --size 1000000 --out benchmarks/results
+	$(BIN)/python benchmarks/refit_sample.py --size 10000000 --k 8 --out benchmarks/results
 	$(BIN)/python benchmarks/clv.py --features /tmp/segmentation-bench/100000000/features --synthetic 5000000 --out benchmarks/results
 
 lint: install

@@ -108,7 +108,8 @@ def evaluate_clustering(
     The predictions are of the rows the model was fitted on, or of more rows when ``fitted_rows``
     says how many it was fitted on (a champion refitted on a sample): a mixture's log-likelihood,
     which MLlib reports for the fitted rows only, is then scaled to all rows (the sample's mean
-    log-likelihood per row times their count, an unbiased estimate for a uniform sample).
+    log-likelihood per row times their count; an in-sample mean, so a little optimistic for the
+    rows the model was not fitted on).
     """
     ids, sizes, means, sumsq = cluster_summary(predictions, features_col, prediction_col)
     n, k_fit = float(sizes.sum()), int(model.getK()) if hasattr(model, "getK") else len(ids)
