@@ -85,10 +85,10 @@ def fit_best(algorithm: str, k: int, cfg: TrainingConfig, seed: int, data: DataF
     """Fit ``cfg.restarts`` times from different starts and keep the fit with the best objective.
 
     KMeans and GaussianMixture converge to a local optimum that depends on their start: on the
-    demo's 47,639 customers, six KMeans k=7 starts ended at four different within-cluster sums of
-    squares (589,790 to 756,152; three reached the lowest), whose segments matched the planted
-    personas at ARI 0.92 for the lowest and 0.37 to 0.66 for the others. The first start is
-    seeded ``seed``, so one restart is the single fit it always was.
+    demo's 47,639 customers, six KMeans k=7 starts ended at five different within-cluster sums of
+    squares (589,790 to 691,211), and only the lowest matched the planted personas at ARI 0.92
+    (the others 0.51 to 0.79; docs/training.md, Restarts). The first start is seeded ``seed``,
+    so one restart is the single fit it always was.
     """
     best, best_objective = None, float("inf")
     for start in range(cfg.restarts):
