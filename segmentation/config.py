@@ -279,7 +279,8 @@ class RefitConfig(_Section):
     """How many customers the champion is refitted on; every customer is assigned either way."""
 
     # None: all of them. A number: all of them up to that many, and above it a uniform sample of
-    # about that many (sample(fraction), seeded with training.seed, so it contains the sweep's sample).
+    # about that many (sample(fraction) seeded with training.seed: one larger than the sweep's
+    # sample contains it).
     max_customers: int | None = Field(None, ge=1000)
 
 
