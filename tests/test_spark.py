@@ -53,8 +53,10 @@ def test_default_parallelism_is_the_contexts_without_asking_the_context(spark):
 
 def test_the_log_level_is_set_as_a_session_setting(spark):
     # get_spark turns spark.log_level into spark.log.level, which a Connect server takes too, where
-    # there is no SparkContext.setLogLevel.
+    # there is no SparkContext.setLogLevel; the JVM's root logger is where it must take effect.
     assert spark.conf.get("spark.log.level") == TEST_SPARK.log_level == "ERROR"
+    log4j = spark.sparkContext._jvm.org.apache.logging.log4j.LogManager
+    assert log4j.getRootLogger().getLevel().toString() == "ERROR"
 
 
 def test_active_session_is_reused_untouched(spark):
