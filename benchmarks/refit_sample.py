@@ -99,9 +99,10 @@ def main(argv: list[str] | None = None) -> int:
                 sampled, labels = _fit(algorithm, args.k, tcfg, tcfg.seed, rows, prepared.vectors, n_rows)
                 sampled["ari_vs_full"] = _ari(assigned, labels)
                 labels.unpersist()
-                rows.unpersist()
+                if rows is not prepared.vectors:  # a limit above the customers refits on the shared vectors
+                    rows.unpersist()
                 entry[f"sample_{limit}"] = sampled
-                log.info("%s %s", algorithm, json.dumps({k: v for k, v in entry.items()}))
+                log.info("%s %s", algorithm, json.dumps(entry))
             assigned.unpersist()
             result["algorithms"][algorithm] = entry
             args.out.mkdir(parents=True, exist_ok=True)
