@@ -177,8 +177,38 @@ class OutputConfig(TableConfig):
     format: OutputFormat = "delta"
 
 
+DEFAULT_PERSONAS = ("champions", "loyal", "big_spenders", "new", "at_risk", "hibernating", "one_time")
+
+
+class PersonaSetConfig(_Section):
+    """Which personas the generator plants, in what shares and how far apart (segmentation.generator)."""
+
+    # Names from segmentation.generator.CATALOGUE: the seven shipped ones, returners, bulk_buyers, app_regulars.
+    names: tuple[str, ...] = DEFAULT_PERSONAS
+    # Fixed customer shares for some of them; the others split the rest in their catalogue proportions.
+    shares: dict[str, float] = Field(default_factory=dict)
+    # 1 = as defined; lower pulls every persona's behaviour toward the average persona (0 = all alike).
+    separation: float = Field(1.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PersonaSetConfig:
+        if len(set(self.names)) != len(self.names) or not self.names:
+            raise ValueError(f"names must be distinct and not empty, got {list(self.names)}")
+        unknown = sorted(set(self.shares) - set(self.names))
+        if unknown:
+            raise ValueError(f"shares names personas not in names: {unknown}")
+        fixed = sum(self.shares.values())
+        if any(v <= 0 for v in self.shares.values()) or fixed > 1.0 + 1e-9:
+            raise ValueError(f"shares must be positive and sum to at most 1, got {self.shares}")
+        if len(self.shares) == len(self.names) and abs(fixed - 1.0) > 1e-6:
+            raise ValueError(f"shares give every persona a share, so they must sum to 1, got {fixed:g}")
+        if len(self.shares) < len(self.names) and fixed >= 1.0:
+            raise ValueError(f"shares sum to {fixed:g}, leaving nothing for the other personas")
+        return self
+
+
 class GeneratorConfig(_Section):
-    """Synthetic transactions: size, seed and where to write them."""
+    """Synthetic transactions: size, seed, the planted personas and where to write them."""
 
     n_transactions: int = Field(1_000_000, ge=1)
     # 0 means one customer per 20 transactions.
@@ -188,6 +218,7 @@ class GeneratorConfig(_Section):
     end_date: dt.date = dt.date(2024, 12, 31)
     duplicate_share: float = Field(0.001, ge=0.0, lt=0.5)
     partitions: int = Field(0, ge=0)
+    personas: PersonaSetConfig = Field(default_factory=PersonaSetConfig)
     transactions: OutputConfig = Field(default_factory=lambda: OutputConfig(path="data/transactions"))
     customers: OutputConfig = Field(default_factory=lambda: OutputConfig(path="data/customers"))
     ground_truth: OutputConfig = Field(default_factory=lambda: OutputConfig(path="data/ground_truth"))

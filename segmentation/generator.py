@@ -20,6 +20,12 @@ hibernating     15%    few small purchases, silent for 8-16 months, books/toys
 one_time        30%    a single purchase day anywhere in the period
 ==============  =====  ==========================================================
 
+``generator.personas`` chooses the planted set for tests and benchmarks: names from
+:data:`CATALOGUE` (the seven above plus ``returners``, fashion buyers who send a third back,
+``bulk_buyers``, small businesses with baskets of about twelve items, and ``app_regulars``, many
+tiny app baskets), fixed shares for some of them, and a ``separation`` below 1 that pulls every
+persona's behaviour toward the average one. The defaults plant the seven above, unchanged.
+
 Realistic mess: log-normal spend, returns as negative amounts (and negative
 quantities), a yearly seasonal peak in late November, exact duplicate
 transaction rows (``duplicate_share``), customers who never buy, and the long
@@ -40,15 +46,19 @@ ground truth: ``customer_id``, ``segment`` (persona name), ``segment_id`` int.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from segmentation.config import GeneratorConfig
+from segmentation.config import DEFAULT_PERSONAS, GeneratorConfig, PersonaSetConfig
+from segmentation.errors import ConfigError
 from segmentation.spark import default_parallelism
 
-__all__ = ["PERSONAS", "CATEGORIES", "CHANNELS", "REGIONS", "Persona", "generate", "customer_count"]
+__all__ = [
+    "CATALOGUE", "PERSONAS", "CATEGORIES", "CHANNELS", "REGIONS", "Persona", "generate", "customer_count",
+    "planted_personas",
+]  # fmt: skip
 
 CATEGORIES = ("electronics", "fashion", "home", "beauty", "sports", "grocery", "jewelry", "garden", "toys", "books")
 CHANNELS = ("online", "store", "app")
@@ -72,7 +82,7 @@ class Persona:
     income_median: float
 
 
-PERSONAS: tuple[Persona, ...] = (
+CATALOGUE: tuple[Persona, ...] = (
     Persona("champions", 0.08, 40, (0, 15), (300, 730), 80, 0.5, 4.0, 0.03,
             {"electronics": 3, "fashion": 2, "home": 2, "beauty": 1, "sports": 1, "grocery": 1},
             {"app": 5, "online": 3, "store": 2}, 38, 72_000),
@@ -94,7 +104,76 @@ PERSONAS: tuple[Persona, ...] = (
     Persona("one_time", 0.30, 1, (0, 730), (0, 0), 30, 0.7, 1.0, 0.02,
             {c: 1.0 for c in CATEGORIES},
             {"online": 4, "store": 4, "app": 2}, 35, 45_000),
+    # Three more, for benchmarks that plant ten: frequent fashion buyers who send a third back,
+    # small businesses buying in bulk, and app users with many tiny baskets.
+    Persona("returners", 0.07, 10, (0, 60), (200, 730), 70, 0.5, 3.0, 0.35,
+            {"fashion": 5, "beauty": 2, "sports": 1},
+            {"online": 8, "app": 2}, 33, 50_000),
+    Persona("bulk_buyers", 0.05, 20, (0, 30), (300, 730), 250, 0.4, 12.0, 0.02,
+            {"grocery": 3, "home": 3, "garden": 2, "electronics": 1},
+            {"store": 7, "online": 3}, 45, 80_000),
+    Persona("app_regulars", 0.07, 30, (0, 20), (100, 400), 12, 0.4, 1.2, 0.01,
+            {"beauty": 2, "toys": 2, "books": 2, "grocery": 2},
+            {"app": 9, "online": 1}, 24, 30_000),
 )  # fmt: skip
+
+# The seven personas planted by default (generator.personas.names).
+PERSONAS: tuple[Persona, ...] = tuple(p for p in CATALOGUE if p.name in DEFAULT_PERSONAS)
+
+
+def planted_personas(cfg: PersonaSetConfig) -> tuple[Persona, ...]:
+    """The personas ``generator.personas`` plants: chosen from :data:`CATALOGUE` by name, with their
+    shares, and pulled toward the average persona by ``separation`` (1 leaves them as defined)."""
+    by_name = {p.name: p for p in CATALOGUE}
+    unknown = [n for n in cfg.names if n not in by_name]
+    if unknown:
+        raise ConfigError(f"generator.personas.names: unknown persona(s) {unknown}; known: {list(by_name)}")
+    chosen = _with_shares([by_name[n] for n in cfg.names], cfg.shares)
+    return tuple(chosen if cfg.separation == 1.0 else _pulled(chosen, cfg.separation))
+
+
+def _with_shares(personas: list[Persona], fixed: dict[str, float]) -> list[Persona]:
+    """Fixed shares where given; the other personas split the rest in their catalogue proportions."""
+    free = [p for p in personas if p.name not in fixed]
+    scale = (1.0 - sum(fixed.values())) / sum(p.share for p in free) if free else 1.0
+    if not fixed and abs(scale - 1.0) < 1e-12:
+        return personas  # the shipped seven as defined, so the default output never changes
+    share = {p.name: fixed.get(p.name, p.share * scale) for p in personas}
+    return [replace(p, share=share[p.name]) for p in personas]
+
+
+def _pulled(personas: list[Persona], s: float) -> list[Persona]:
+    """Every behavioural parameter moved to ``mean + s * (value - mean)`` over the personas (in log
+    space for rates and money); category and channel weights as shares. Shares and names are kept."""
+
+    def lin(values: list[float]) -> list[float]:
+        mean = sum(values) / len(values)
+        return [mean + s * (v - mean) for v in values]
+
+    def geo(values: list[float]) -> list[float]:
+        return [math.exp(x) for x in lin([math.log(v) for v in values])]
+
+    def span(ranges: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        return list(zip(lin([r[0] for r in ranges]), lin([r[1] for r in ranges]), strict=True))
+
+    def mix(weights: list[dict[str, float]]) -> list[dict[str, float]]:
+        normed = [{k: v / sum(w.values()) for k, v in w.items()} for w in weights]
+        keys = sorted({k for w in normed for k in w})
+        columns = {k: lin([w.get(k, 0.0) for w in normed]) for k in keys}
+        return [{k: columns[k][i] for k in keys if columns[k][i] > 0} for i in range(len(weights))]
+
+    def column(name: str) -> list:
+        return [getattr(p, name) for p in personas]
+
+    new = {
+        "rate": geo(column("rate")), "recency": span(column("recency")), "tenure": span(column("tenure")),
+        "spend_median": geo(column("spend_median")), "spend_sigma": lin(column("spend_sigma")),
+        "items_mean": lin(column("items_mean")), "return_prob": lin(column("return_prob")),
+        "categories": mix(column("categories")), "channels": mix(column("channels")),
+        "age_mean": lin(column("age_mean")), "income_median": geo(column("income_median")),
+    }  # fmt: skip
+    return [replace(p, **{key: values[i] for key, values in new.items()}) for i, p in enumerate(personas)]
+
 
 _UNIT = float(2**53)
 
@@ -133,13 +212,13 @@ def _by_persona(persona_idx: Column, values: list[Column]) -> Column:
 
 
 def customer_count(cfg: GeneratorConfig) -> int:
-    return cfg.n_customers or max(len(PERSONAS), cfg.n_transactions // 20)
+    return cfg.n_customers or max(len(cfg.personas.names), cfg.n_transactions // 20)
 
 
-def _persona_bounds(n_customers: int) -> list[int]:
+def _persona_bounds(n_customers: int, personas: tuple[Persona, ...]) -> list[int]:
     """Exclusive upper customer index of each persona (contiguous id ranges)."""
     bounds, acc = [], 0.0
-    for persona in PERSONAS:
+    for persona in personas:
         acc += persona.share
         bounds.append(min(n_customers, round(acc * n_customers)))
     bounds[-1] = n_customers
@@ -161,14 +240,16 @@ def _span_days(cfg: GeneratorConfig) -> int:
     return (cfg.end_date - cfg.start_date).days
 
 
-def _customer_window(customer_idx: Column, persona_idx: Column, cfg: GeneratorConfig) -> tuple[Column, Column]:
+def _customer_window(
+    customer_idx: Column, persona_idx: Column, cfg: GeneratorConfig, personas: tuple[Persona, ...]
+) -> tuple[Column, Column]:
     """Days before end_date of a customer's last and first activity."""
     span = float(_span_days(cfg))
     u_last = _uniform(customer_idx, 11, cfg.seed)
     u_first = _uniform(customer_idx, 12, cfg.seed)
     last_ago = _by_persona(
         persona_idx,
-        [F.lit(min(p.recency[0], span)) + u_last * min(p.recency[1] - p.recency[0], span) for p in PERSONAS],
+        [F.lit(min(p.recency[0], span)) + u_last * min(p.recency[1] - p.recency[0], span) for p in personas],
     )
     first_ago = _by_persona(
         persona_idx,
@@ -176,7 +257,7 @@ def _customer_window(customer_idx: Column, persona_idx: Column, cfg: GeneratorCo
             last_ago
             if p.name == "one_time"
             else F.lit(min(p.tenure[0], span)) + u_first * (min(p.tenure[1], span) - min(p.tenure[0], span))
-            for p in PERSONAS
+            for p in personas
         ],
     )
     return last_ago, F.least(F.greatest(first_ago, last_ago), F.lit(span))
@@ -184,15 +265,16 @@ def _customer_window(customer_idx: Column, persona_idx: Column, cfg: GeneratorCo
 
 def generate_transactions(spark: SparkSession, cfg: GeneratorConfig) -> DataFrame:
     """Exactly ``cfg.n_transactions`` transaction rows (see the module docstring for columns)."""
-    df = _with_customer(_source_rows(spark, cfg), cfg)
+    personas = planted_personas(cfg.personas)
+    df = _with_customer(_source_rows(spark, cfg), cfg, personas)
     s, p, cust = F.col("s"), F.col("persona"), F.col("cust")
-    amount, quantity = _amount_and_quantity(s, p, cfg.seed)
-    category = _by_persona(p, [_pick(_uniform(s, 10, cfg.seed), x.categories) for x in PERSONAS])
-    channel = _by_persona(p, [_pick(_uniform(s, 13, cfg.seed), x.channels) for x in PERSONAS])
+    amount, quantity = _amount_and_quantity(s, p, cfg.seed, personas)
+    category = _by_persona(p, [_pick(_uniform(s, 10, cfg.seed), x.categories) for x in personas])
+    channel = _by_persona(p, [_pick(_uniform(s, 13, cfg.seed), x.channels) for x in personas])
     return df.select(
         F.concat(F.lit("T"), F.lpad(s.cast("string"), 12, "0")).alias("transaction_id"),
         _customer_id(cust).alias("customer_id"),
-        _timestamp(s, cust, p, cfg).alias("timestamp"),
+        _timestamp(s, cust, p, cfg, personas).alias("timestamp"),
         amount.alias("amount"),
         quantity.alias("quantity"),
         category.alias("category"),
@@ -214,13 +296,13 @@ def _source_rows(spark: SparkSession, cfg: GeneratorConfig) -> DataFrame:
     return rows.select(source.alias("s"))
 
 
-def _with_customer(df: DataFrame, cfg: GeneratorConfig) -> DataFrame:
-    """Add ``persona`` (index into :data:`PERSONAS`), drawn by transaction weight, and ``cust``,
+def _with_customer(df: DataFrame, cfg: GeneratorConfig, personas: tuple[Persona, ...]) -> DataFrame:
+    """Add ``persona`` (index into ``personas``), drawn by transaction weight, and ``cust``,
     a customer index drawn uniformly within the persona's id range."""
     n_customers = customer_count(cfg)
-    bounds = _persona_bounds(n_customers)
+    bounds = _persona_bounds(n_customers, personas)
     starts = [0] + bounds[:-1]
-    weights = [p.share * p.rate for p in PERSONAS]
+    weights = [p.share * p.rate for p in personas]
     total_weight = sum(weights)
     s = F.col("s")
     u_persona = _uniform(s, 2, cfg.seed)
@@ -228,7 +310,7 @@ def _with_customer(df: DataFrame, cfg: GeneratorConfig) -> DataFrame:
     for i, weight in enumerate(weights[:-1]):
         cumulative += weight / total_weight
         persona_expr = (F.when if persona_expr is None else persona_expr.when)(u_persona < cumulative, F.lit(i))
-    persona_expr = persona_expr.otherwise(F.lit(len(PERSONAS) - 1))
+    persona_expr = F.lit(0) if persona_expr is None else persona_expr.otherwise(F.lit(len(personas) - 1))
     df = df.withColumn("persona", persona_expr)
     p = F.col("persona")
     size = _by_persona(p, [F.lit(max(1, b - a)) for a, b in zip(starts, bounds, strict=True)])
@@ -236,10 +318,10 @@ def _with_customer(df: DataFrame, cfg: GeneratorConfig) -> DataFrame:
     return df.withColumn("cust", start + F.floor(_uniform(s, 3, cfg.seed) * size).cast("long"))
 
 
-def _timestamp(s: Column, cust: Column, p: Column, cfg: GeneratorConfig) -> Column:
+def _timestamp(s: Column, cust: Column, p: Column, cfg: GeneratorConfig, personas: tuple[Persona, ...]) -> Column:
     """A time within the customer's activity window, on a day packed around late November each
     year by a smooth monotone time warp (seasonality), between 08:00 and 22:00."""
-    last_ago, first_ago = _customer_window(cust, p, cfg)
+    last_ago, first_ago = _customer_window(cust, p, cfg, personas)
     ago = last_ago + (first_ago - last_ago) * _uniform(s, 4, cfg.seed)
     peak_phase = (cfg.end_date - cfg.end_date.replace(month=11, day=25)).days
     warped = ago - (0.35 * 365 / (2 * math.pi)) * F.sin(2 * math.pi * (ago - peak_phase) / 365.0)
@@ -249,17 +331,17 @@ def _timestamp(s: Column, cust: Column, p: Column, cfg: GeneratorConfig) -> Colu
     return F.timestamp_seconds(F.unix_date(day).cast("long") * 86400 + seconds_in_day)
 
 
-def _amount_and_quantity(s: Column, p: Column, seed: int) -> tuple[Column, Column]:
+def _amount_and_quantity(s: Column, p: Column, seed: int, personas: tuple[Persona, ...]) -> tuple[Column, Column]:
     """A log-normal basket value (rounded to cents) and a geometric item count, both negative
     for a return."""
     spend = F.exp(
-        _by_persona(p, [F.lit(math.log(x.spend_median)) for x in PERSONAS])
-        + _by_persona(p, [F.lit(x.spend_sigma) for x in PERSONAS]) * _normal(s, 6, seed)
+        _by_persona(p, [F.lit(math.log(x.spend_median)) for x in personas])
+        + _by_persona(p, [F.lit(x.spend_sigma) for x in personas]) * _normal(s, 6, seed)
     )
-    is_return = _uniform(s, 8, seed) < _by_persona(p, [F.lit(x.return_prob) for x in PERSONAS])
+    is_return = _uniform(s, 8, seed) < _by_persona(p, [F.lit(x.return_prob) for x in personas])
     items = 1 + F.floor(
         -F.log(F.greatest(_uniform(s, 9, seed), F.lit(1e-12)))
-        * _by_persona(p, [F.lit(x.items_mean - 1.0) for x in PERSONAS])
+        * _by_persona(p, [F.lit(x.items_mean - 1.0) for x in personas])
     ).cast("int")
     sign = F.when(is_return, F.lit(-1)).otherwise(F.lit(1))
     return F.round(sign * spend, 2), (sign * items).cast("int")
@@ -267,13 +349,14 @@ def _amount_and_quantity(s: Column, p: Column, seed: int) -> tuple[Column, Colum
 
 def generate_customers(spark: SparkSession, cfg: GeneratorConfig) -> DataFrame:
     """One row of demographics per customer, correlated with (but not revealing) the persona."""
+    personas = planted_personas(cfg.personas)
     n_customers = customer_count(cfg)
-    bounds = _persona_bounds(n_customers)
+    bounds = _persona_bounds(n_customers, personas)
     idx = F.col("id")
     p = _persona_of(idx, bounds)
-    _, first_ago = _customer_window(idx, p, cfg)
-    age = _by_persona(p, [F.lit(x.age_mean) for x in PERSONAS]) + 12.0 * _normal(idx, 21, cfg.seed)
-    income = _by_persona(p, [F.lit(math.log(x.income_median)) for x in PERSONAS]) + 0.4 * _normal(idx, 23, cfg.seed)
+    _, first_ago = _customer_window(idx, p, cfg, personas)
+    age = _by_persona(p, [F.lit(x.age_mean) for x in personas]) + 12.0 * _normal(idx, 21, cfg.seed)
+    income = _by_persona(p, [F.lit(math.log(x.income_median)) for x in personas]) + 0.4 * _normal(idx, 23, cfg.seed)
     region = _pick(_uniform(idx, 25, cfg.seed), {r: 1.0 for r in REGIONS})
     return spark.range(0, n_customers).select(
         _customer_id(idx).alias("customer_id"),
@@ -286,10 +369,11 @@ def generate_customers(spark: SparkSession, cfg: GeneratorConfig) -> DataFrame:
 
 def generate_ground_truth(spark: SparkSession, cfg: GeneratorConfig) -> DataFrame:
     """The planted persona of every customer: for measuring recovery, never as a feature."""
-    bounds = _persona_bounds(customer_count(cfg))
+    personas = planted_personas(cfg.personas)
+    bounds = _persona_bounds(customer_count(cfg), personas)
     idx = F.col("id")
     persona_idx = _persona_of(idx, bounds)
-    name = _by_persona(persona_idx, [F.lit(x.name) for x in PERSONAS])
+    name = _by_persona(persona_idx, [F.lit(x.name) for x in personas])
     return spark.range(0, customer_count(cfg)).select(
         _customer_id(idx).alias("customer_id"), name.alias("segment"), persona_idx.cast("int").alias("segment_id")
     )

@@ -5,8 +5,17 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 from pyspark.testing import assertDataFrameEqual
 
-from segmentation.config import GeneratorConfig
-from segmentation.generator import PERSONAS, customer_count, generate, generate_transactions
+from segmentation.config import GeneratorConfig, PersonaSetConfig
+from segmentation.errors import ConfigError
+from segmentation.generator import (
+    CATALOGUE,
+    PERSONAS,
+    customer_count,
+    generate,
+    generate_ground_truth,
+    generate_transactions,
+    planted_personas,
+)
 
 CFG = GeneratorConfig(n_transactions=40_000, n_customers=2_000, seed=7, duplicate_share=0.002)
 
@@ -128,3 +137,54 @@ def test_realistic_mess_is_present(tables):
 def test_demographics_are_plausible(tables):
     row = tables["customers"].select(F.min("age"), F.max("age"), F.min("income"), F.count_distinct("region")).first()
     assert row[0] >= 18 and row[1] <= 90 and row[2] > 0 and row[3] == 5
+
+
+def test_a_chosen_persona_set_is_planted_with_its_fixed_and_scaled_shares(spark):
+    personas = PersonaSetConfig(names=("champions", "big_spenders", "hibernating", "one_time"),
+                                shares={"big_spenders": 0.02})  # fmt: skip
+    cfg = GeneratorConfig(n_transactions=20_000, n_customers=5_000, seed=3, personas=personas)
+    counts = {r.segment: r["count"] for r in generate_ground_truth(spark, cfg).groupBy("segment").count().collect()}
+    assert counts["big_spenders"] == 100  # 2% of 5,000
+    # the other three split 98% in their catalogue proportions 0.08 : 0.15 : 0.30
+    assert counts["one_time"] / counts["champions"] == pytest.approx(0.30 / 0.08, rel=0.01)
+    assert counts["hibernating"] / counts["champions"] == pytest.approx(0.15 / 0.08, rel=0.01)
+    buyers = generate_transactions(spark, cfg).join(generate_ground_truth(spark, cfg), "customer_id")
+    assert {r.segment for r in buyers.select("segment").distinct().collect()} == set(personas.names)
+
+
+def test_ten_personas_come_from_the_catalogue_with_their_own_behaviour(spark):
+    names = tuple(p.name for p in CATALOGUE)
+    cfg = GeneratorConfig(n_transactions=40_000, n_customers=2_000, seed=5, personas=PersonaSetConfig(names=names))
+    joined = generate_transactions(spark, cfg).join(generate_ground_truth(spark, cfg), "customer_id")
+    stats = {r.segment: r for r in joined.groupBy("segment").agg(
+        F.avg(F.abs("quantity")).alias("items"), F.avg((F.col("amount") < 0).cast("int")).alias("returns"),
+        F.avg((F.col("channel") == "app").cast("int")).alias("app")).collect()}  # fmt: skip
+    assert len(names) == 10 and set(stats) == set(names)
+    assert stats["bulk_buyers"]["items"] > 2 * max(v["items"] for k, v in stats.items() if k != "bulk_buyers")
+    assert stats["returners"]["returns"] > 0.25 > max(v["returns"] for k, v in stats.items() if k != "returners")
+    assert stats["app_regulars"]["app"] > 0.8
+
+
+def test_separation_pulls_every_persona_toward_the_average():
+    apart = planted_personas(PersonaSetConfig())
+    assert apart == PERSONAS  # 1 = as defined
+    alike = planted_personas(PersonaSetConfig(separation=0.0))
+    for field in ("rate", "spend_median", "items_mean", "return_prob", "recency", "categories", "channels"):
+        values = [getattr(p, field) for p in alike]
+        assert all(v == pytest.approx(values[0]) for v in values), field
+    half = planted_personas(PersonaSetConfig(separation=0.5))
+    mean_return = sum(p.return_prob for p in PERSONAS) / len(PERSONAS)
+    for before, after in zip(PERSONAS, half, strict=True):
+        assert after.return_prob == pytest.approx(mean_return + 0.5 * (before.return_prob - mean_return))
+        assert after.share == before.share and after.name == before.name
+        assert sum(after.categories.values()) == pytest.approx(1.0)
+    assert half[2].spend_median == pytest.approx((PERSONAS[2].spend_median * alike[2].spend_median) ** 0.5)
+
+
+def test_a_bad_persona_set_names_its_key():
+    with pytest.raises(ConfigError, match=r"generator\.personas\.names.*'vip'"):
+        planted_personas(PersonaSetConfig(names=("champions", "vip")))
+    with pytest.raises(ValueError, match="shares names personas not in names"):
+        PersonaSetConfig(names=("champions", "loyal"), shares={"new": 0.1})
+    with pytest.raises(ValueError, match="leaving nothing"):
+        PersonaSetConfig(names=("champions", "loyal"), shares={"loyal": 1.0})
