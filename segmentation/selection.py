@@ -10,13 +10,15 @@ Rule
    between fits with different seeds) is at least ``min_stability``. When no k
    of an algorithm is admissible, all its candidates are considered and the
    rationale says so.
-2. KMeans and BisectingKMeans: the highest silhouette wins; candidates within
-   ``silhouette_tolerance`` of the best are tied, and the tie goes to the k
-   nearest the elbow of the WSSSE curve (the point farthest from the chord
-   between its first and last points), then to the smaller k.
+2. KMeans and BisectingKMeans, with ``k_criterion: silhouette`` (the default):
+   the highest silhouette wins; candidates within ``silhouette_tolerance`` of
+   the best are tied, and the tie goes to the k nearest the elbow of the WSSSE
+   curve (the point farthest from the chord between its first and last
+   points), then to the smaller k. With ``k_criterion: elbow``: the admissible
+   k nearest that elbow wins, then the smaller k.
 3. GaussianMixture: the lowest BIC wins; ties (within 0.1% of the BIC) go to the
    smaller k. When a BIC is not finite (a collapsed component makes the
-   likelihood infinite), the silhouette rule of step 2 applies instead.
+   likelihood infinite), step 2's rule (with its ``k_criterion``) applies instead.
 4. Champion: the algorithm whose chosen model has the highest silhouette
    (computed on hard assignments for every algorithm); ties within
    ``silhouette_tolerance`` go to the earlier algorithm in
@@ -73,6 +75,11 @@ def elbow_k(ks: Sequence[int], wssse: Sequence[float]) -> int:
     return best_k
 
 
+def _elbow_of(rows: Sequence[Mapping[str, Any]]) -> int:
+    """The elbow of one algorithm's WSSSE curve over every k swept (``rows`` sorted by k)."""
+    return elbow_k([r["k"] for r in rows], [r["wssse"] for r in rows])
+
+
 def _stable(record: Mapping[str, Any], min_stability: float) -> bool:
     """NaN (the check is off: one seed) counts as stable; None (not measured) does not."""
     ari = record["stability_ari"]
@@ -97,8 +104,11 @@ def _by_bic(algorithm: str, rows: Sequence[Mapping[str, Any]]) -> bool:
     return algorithm == "gaussian_mixture" and all(_finite(r["bic"]) for r in rows)
 
 
-def _ranking(by_bic: bool, silhouette_tolerance: float):
-    """The rule's order (a sort key, best first) and its tie test (is a record tied with the best?)."""
+def _ranking(by_bic: bool, silhouette_tolerance: float, elbow: int | None = None):
+    """The rule's order (a sort key, best first) and its tie test (is a record tied with the best?);
+    ``elbow`` given: nearest that k first, and no ties."""
+    if elbow is not None and not by_bic:
+        return (lambda r: (abs(r["k"] - elbow), r["k"])), (lambda r, best: r["k"] == best["k"])
     if by_bic:
         return (lambda r: r["bic"]), (lambda r, best: r["bic"] <= best["bic"] + abs(best["bic"]) * BIC_RELATIVE_TIE)
     return (lambda r: -_silhouette(r)), (lambda r, best: _silhouette(r) >= _silhouette(best) - silhouette_tolerance)
@@ -110,6 +120,7 @@ def choose(
     min_cluster_share: float,
     min_stability: float,
     silhouette_tolerance: float,
+    k_criterion: str = "silhouette",
 ) -> Choice:
     """Apply the rule to the sweep's records (keys: algorithm, k, silhouette, wssse, bic,
     min_cluster_share, stability_ari)."""
@@ -118,7 +129,7 @@ def choose(
         rows = sorted((r for r in records if r["algorithm"] == algorithm), key=lambda r: r["k"])
         if rows:
             per_algorithm[algorithm] = _choose_k(
-                algorithm, rows, min_cluster_share, min_stability, silhouette_tolerance
+                algorithm, rows, min_cluster_share, min_stability, silhouette_tolerance, k_criterion
             )
     if not per_algorithm:
         raise ValueError("the sweep produced no candidates to choose from")
@@ -130,6 +141,7 @@ def choose(
             "min_cluster_share": min_cluster_share,
             "min_stability": min_stability,
             "silhouette_tolerance": silhouette_tolerance,
+            "k_criterion": k_criterion,
         },
         "per_algorithm": per_algorithm,
         "champion": {
@@ -147,6 +159,7 @@ def _choose_k(
     min_cluster_share: float,
     min_stability: float,
     silhouette_tolerance: float,
+    k_criterion: str = "silhouette",
 ) -> dict[str, Any]:
     """Steps 1 to 3 for one algorithm's candidates (sorted by k): the chosen k and why."""
     admissible = _admissible(rows, min_cluster_share, min_stability)
@@ -154,9 +167,9 @@ def _choose_k(
     if not admissible:
         admissible = rows
         note = "no k met the minimum cluster share and stability; chose among all candidates"
-    elbow = elbow_k([r["k"] for r in rows], [r["wssse"] for r in rows])
+    elbow = _elbow_of(rows)
     by_bic = _by_bic(algorithm, admissible)
-    order, tied_with = _ranking(by_bic, silhouette_tolerance)
+    order, tied_with = _ranking(by_bic, silhouette_tolerance, elbow if k_criterion == "elbow" else None)
     best = min(admissible, key=order)
     tied = [r for r in admissible if tied_with(r, best)]
     if by_bic:
@@ -164,7 +177,11 @@ def _choose_k(
         criterion = "lowest BIC (ties within 0.1% to the smaller k)"
     else:
         pick = min(tied, key=lambda r: (abs(r["k"] - elbow), r["k"]))
-        criterion = f"highest silhouette (ties within {silhouette_tolerance} to the k nearest the elbow)"
+        criterion = (
+            "the k nearest the elbow of the WSSSE curve (then the smaller k)"
+            if k_criterion == "elbow"
+            else f"highest silhouette (ties within {silhouette_tolerance} to the k nearest the elbow)"
+        )
     return {
         "chosen_k": int(pick["k"]),
         "criterion": criterion,
@@ -192,6 +209,7 @@ def stability_needed(
     min_cluster_share: float,
     min_stability: float,
     silhouette_tolerance: float,
+    k_criterion: str = "silhouette",
 ) -> list[tuple[str, int]]:
     """The (algorithm, k) whose stability the rule still needs, given those measured so far.
 
@@ -211,7 +229,9 @@ def stability_needed(
             # Whether the BIC or the silhouette rule applies depends on which are admissible.
             needed += [(algorithm, int(r["k"])) for r in unmeasured]
             continue
-        order, tied_with = _ranking(by_bic, silhouette_tolerance)
+        every = sorted((r for r in records if r["algorithm"] == algorithm), key=lambda r: r["k"])
+        elbow = _elbow_of(every) if k_criterion == "elbow" else None
+        order, tied_with = _ranking(by_bic, silhouette_tolerance, elbow)
         for r in sorted(rows, key=order):
             if r["stability_ari"] is None or _stable(r, min_stability):
                 needed += [(algorithm, int(o["k"])) for o in unmeasured if tied_with(o, r)]

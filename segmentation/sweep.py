@@ -89,7 +89,7 @@ def run_sweep(tcfg: TrainingConfig, sample: DataFrame) -> Sweep:
             return []
         if sel.stability_scope == "all":
             return [c for c in candidates if records[c]["stability_ari"] is None]
-        rule = (sel.min_cluster_share, sel.min_stability, sel.silhouette_tolerance)
+        rule = (sel.min_cluster_share, sel.min_stability, sel.silhouette_tolerance, sel.k_criterion)
         return stability_needed(list(records.values()), tcfg.algorithms, *rule)
 
     with ThreadPoolExecutor(sel.parallelism, initializer=activate_in_thread, initargs=(sample.sparkSession,)) as pool:

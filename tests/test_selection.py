@@ -95,12 +95,12 @@ def test_nan_silhouette_ranks_last():
 ALGORITHMS = ["kmeans", "bisecting_kmeans", "gaussian_mixture"]
 
 
-def measure_lazily(records, algorithms=ALGORITHMS):
+def measure_lazily(records, algorithms=ALGORITHMS, rule=RULE):
     """Measure stability only where stability_needed asks, as the training job does."""
     lazy = [{**r, "stability_ari": None} for r in records]
     truth = {(r["algorithm"], r["k"]): r["stability_ari"] for r in records}
     measured = set()
-    while needed := stability_needed(lazy, algorithms, **RULE):
+    while needed := stability_needed(lazy, algorithms, **rule):
         assert not measured & set(needed), "asked twice for the same candidate"
         measured |= set(needed)
         for r in lazy:
@@ -125,13 +125,15 @@ def random_sweep(rng: random.Random):
     return records
 
 
-def test_measuring_only_the_needed_stabilities_picks_what_measuring_all_picks():
+@pytest.mark.parametrize("k_criterion", ["silhouette", "elbow"])
+def test_measuring_only_the_needed_stabilities_picks_what_measuring_all_picks(k_criterion):
     rng = random.Random(7)
+    rule = {**RULE, "k_criterion": k_criterion}
     skipped = 0
     for _ in range(3000):
         records = random_sweep(rng)
-        lazy, measured = measure_lazily(records)
-        full, short = choose(records, ALGORITHMS, **RULE), choose(lazy, ALGORITHMS, **RULE)
+        lazy, measured = measure_lazily(records, rule=rule)
+        full, short = choose(records, ALGORITHMS, **rule), choose(lazy, ALGORITHMS, **rule)
         assert (short.chosen_k, short.champion) == (full.chosen_k, full.champion), records
         for algorithm, k in short.chosen_k.items():
             note = short.rationale["per_algorithm"][algorithm]["note"]
@@ -155,3 +157,25 @@ def test_stability_is_measured_down_to_the_first_stable_candidate_and_its_ties()
     assert choice.chosen_k == {"kmeans": 4}
     assert choice.rationale["per_algorithm"]["kmeans"]["unmeasured_k"] == [2, 6]
     assert choice.rationale["per_algorithm"]["kmeans"]["admissible_k"] == [4, 5]
+
+
+def test_the_elbow_criterion_takes_the_admissible_k_nearest_the_elbow():
+    wssse = {2: 1000, 3: 500, 4: 200, 5: 180, 6: 170, 7: 165}  # elbow at 4
+    records = [
+        rec("kmeans", 2, 0.80, wssse[2]),  # the best silhouette: the default criterion's pick
+        rec("kmeans", 3, 0.40, wssse[3]),
+        rec("kmeans", 4, 0.50, wssse[4], ari=0.2),  # at the elbow, unstable
+        rec("kmeans", 5, 0.45, wssse[5]),
+        rec("kmeans", 6, 0.60, wssse[6]),
+        rec("kmeans", 7, 0.60, wssse[7]),
+    ]
+    assert choose(records, ["kmeans"], **RULE).chosen_k == {"kmeans": 2}
+    elbow_rule = {**RULE, "k_criterion": "elbow"}
+    choice = choose(records, ["kmeans"], **elbow_rule)
+    assert choice.chosen_k == {"kmeans": 3}  # 3 and 5 are one from the elbow: the smaller k
+    assert "elbow" in choice.rationale["per_algorithm"]["kmeans"]["criterion"]
+    assert choice.rationale["inputs"]["k_criterion"] == "elbow"
+    _, measured = measure_lazily(records, ["kmeans"], rule=elbow_rule)
+    assert measured == {("kmeans", 4), ("kmeans", 3)}  # down to the first stable one, nearest first
+    gmm = [rec("gaussian_mixture", k, 0.5, wssse[k], bic=1000.0 - abs(k - 6)) for k in wssse]
+    assert choose(gmm, ["gaussian_mixture"], **elbow_rule).chosen_k == {"gaussian_mixture": 2}  # BIC still rules
