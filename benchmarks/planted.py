@@ -106,12 +106,10 @@ def run_case(spark: SparkSession, cfg: AppConfig) -> dict:
         prepared = prepare(snapshot, as_of, cfg.training, persist)
         sweep = run_sweep(cfg.training, prepared.sample)
         final = finalise(spark, cfg, prepared, sweep, None, persist)
-        chosen = final.choice.chosen_k
-        by_algorithm = {a: {"k": k, "ari": round(_ari_on(prepared.sample, truth, sweep.models[(a, k)]), 3)}
-                        for a, k in chosen.items()}  # fmt: skip
         aris = {c: _ari_on(prepared.sample, truth, sweep.models[c]) for c in sweep.candidates}
-        best = max(aris, key=aris.get)
         total_ss = _total_sum_of_squares(prepared.sample)
+    best = max(aris, key=aris.get)
+    by_algorithm = {a: {"k": k, "ari": round(aris[(a, k)], 3)} for a, k in final.choice.chosen_k.items()}
     keys = ("silhouette", "wssse", "bic", "davies_bouldin", "calinski_harabasz", "min_cluster_share", "stability_ari")
     candidates = [{"algorithm": a, "k": k, **{key: sweep.records[(a, k)].get(key) for key in keys},
                    "ari": round(aris[(a, k)], 4)} for a, k in sweep.candidates]  # fmt: skip
