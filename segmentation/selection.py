@@ -229,8 +229,8 @@ def stability_needed(
             # Whether the BIC or the silhouette rule applies depends on which are admissible.
             needed += [(algorithm, int(r["k"])) for r in unmeasured]
             continue
-        every = sorted((r for r in records if r["algorithm"] == algorithm), key=lambda r: r["k"])
-        elbow = _elbow_of(every) if k_criterion == "elbow" else None
+        every = [r for r in records if r["algorithm"] == algorithm]
+        elbow = _elbow_of(sorted(every, key=lambda r: r["k"])) if k_criterion == "elbow" else None
         order, tied_with = _ranking(by_bic, silhouette_tolerance, elbow)
         for r in sorted(rows, key=order):
             if r["stability_ari"] is None or _stable(r, min_stability):
