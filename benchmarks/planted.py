@@ -27,7 +27,6 @@ import sys
 import time
 from pathlib import Path
 
-from pyspark.ml.stat import Summarizer
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -85,12 +84,6 @@ def _ari_on(sample: DataFrame, truth: DataFrame, model) -> float:
     return adjusted_rand_index(predicted.join(truth, "customer_id"), "found", "planted")
 
 
-def _total_sum_of_squares(vectors: DataFrame) -> float:
-    """The sum of squared distances to the mean, for variance-ratio criteria computed from the records."""
-    row = vectors.select(Summarizer.metrics("variance", "count").summary(F.col("features")).alias("s")).first()
-    return float(sum(row.s.variance) * (row.s["count"] - 1))
-
-
 def run_case(spark: SparkSession, cfg: AppConfig) -> dict:
     """Generate, build the features, sweep, choose and refit as the training job does; the result row."""
     started = time.perf_counter()
@@ -107,7 +100,6 @@ def run_case(spark: SparkSession, cfg: AppConfig) -> dict:
         sweep = run_sweep(cfg.training, prepared.sample)
         final = finalise(spark, cfg, prepared, sweep, None, persist)
         aris = {c: _ari_on(prepared.sample, truth, sweep.models[c]) for c in sweep.candidates}
-        total_ss = _total_sum_of_squares(prepared.sample)
     best = max(aris, key=aris.get)
     by_algorithm = {a: {"k": k, "ari": round(aris[(a, k)], 3)} for a, k in final.choice.chosen_k.items()}
     keys = ("silhouette", "wssse", "bic", "davies_bouldin", "calinski_harabasz", "min_cluster_share", "stability_ari")
@@ -126,7 +118,6 @@ def run_case(spark: SparkSession, cfg: AppConfig) -> dict:
         "by_algorithm": by_algorithm,
         "best_candidate": {"algorithm": best[0], "k": best[1], "ari": round(aris[best], 3)},
         "seconds": round(time.perf_counter() - started, 1),
-        "total_sum_of_squares": total_ss,
         "candidates": candidates,
     }
 
