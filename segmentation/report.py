@@ -3,7 +3,9 @@
 Sections, in order: a summary (model, snapshot, customers, rule fidelity), segment
 sizes and revenue share charts, a profile heatmap (z-scores of the features against
 the whole base), and one card per segment with its name, description, KPIs, rules,
-separating features and recommended categories. Everything comes from the
+separating features and recommended categories, and, when the training run passes
+its sweep, how the number of segments was chosen (each algorithm's curves, the
+finalists, and the rule's reasons in words). Everything comes from the
 :class:`SegmentReport` data; this module only renders.
 """
 
@@ -23,7 +25,17 @@ import pandas as pd  # noqa: E402
 from jinja2 import Environment, select_autoescape  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-__all__ = ["SegmentReport", "render_report", "heatmap_figure", "share_figure"]
+__all__ = ["ChoicePanel", "SegmentReport", "choice_figure", "render_report", "heatmap_figure", "share_figure"]
+
+
+@dataclass
+class ChoicePanel:
+    """How the number of segments was chosen: the sweep's records (algorithm, k, silhouette,
+    stability_ari, min_cluster_share) and the rule's rationale (``selection.choose``)."""
+
+    sweep: pd.DataFrame
+    rationale: dict[str, Any]
+    sentences: list[str]
 
 
 @dataclass
@@ -40,6 +52,7 @@ class SegmentReport:
     separating: dict[int, list[tuple[str, float]]]
     recommendations: dict[int, list[tuple[str, float]]]
     heatmap_features: list[str] = field(default_factory=list)
+    choice: ChoicePanel | None = None
 
 
 def _png(figure: Figure) -> str:
@@ -74,6 +87,35 @@ def heatmap_figure(z: pd.DataFrame) -> Figure:
     return figure
 
 
+def choice_figure(sweep: pd.DataFrame, chosen_k: dict[str, int], stable_ari: float) -> Figure:
+    """Silhouette and stability by k, a line per algorithm, each algorithm's pick circled."""
+    figure, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    panels = (
+        ("silhouette", "silhouette (higher: clearer segments)"),
+        ("stability_ari", "stability between seeds (ARI)"),
+    )
+    colours = dict(zip(sweep["algorithm"].unique(), plt.get_cmap("tab10").colors, strict=False))
+    for ax, (column, label) in zip(axes, panels, strict=True):
+        for algorithm, rows in sweep.groupby("algorithm", sort=False):
+            rows = rows[pd.to_numeric(rows[column], errors="coerce").notna()].sort_values("k")
+            if rows.empty:
+                continue
+            colour = colours[algorithm]
+            ax.plot(rows["k"], rows[column].astype(float), marker="o", label=algorithm, color=colour)
+            picked = rows[rows["k"] == chosen_k.get(algorithm)]
+            ax.scatter(picked["k"], picked[column].astype(float), s=220, facecolors="none", edgecolors=colour,
+                       linewidths=2)  # fmt: skip
+        if column == "stability_ari":
+            ax.axhline(stable_ari, color="#888", linestyle="--", linewidth=1)
+        ax.set_xlabel("number of segments (k)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    figure.suptitle("Each method's candidates; circles: the number it kept")
+    figure.tight_layout()
+    return figure
+
+
 _TEMPLATE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ r.title }}</title>
 <style>
@@ -89,13 +131,15 @@ _TEMPLATE = """<!DOCTYPE html>
  .card{background:#fff;border:1px solid #e1e5ea;border-radius:8px;padding:16px}
  .card h3{margin:0} .tag{display:inline-block;background:#e8f0fe;border-radius:10px;padding:2px 8px;
       margin:2px;font-size:.85em}
+ .warn{background:#fff4e5;border:1px solid #f0b429;border-radius:6px;padding:8px 12px}
  table{border-collapse:collapse;font-size:.85em;width:100%} td,th{padding:3px 6px;text-align:left;
       border-bottom:1px solid #eef0f3} code{font-size:1.05em}
 </style></head><body>
 <header id="summary"><h1>{{ r.title }}</h1>
 <p class="muted">Model {{ r.model }} · snapshot {{ r.as_of }} · {{ "{:,}".format(r.customers) }} customers ·
 {{ r.profile|length }} segments · rules reproduce the segment of {{ "%.0f"|format(100 * r.fidelity) }}% of
-customers</p></header>
+customers</p>{% if unstable %}<p class="warn" id="unstable"><b>No stable segmentation:</b>
+{{ unstable }}</p>{% endif %}</header>
 <section id="sizes"><h2>Segment sizes and revenue</h2><div class="charts">
 <img alt="Segment sizes" src="{{ sizes }}"><img alt="Revenue share" src="{{ revenue }}"></div></section>
 <section id="heatmap"><h2>Profile heatmap</h2><div class="charts"><img alt="Profile heatmap" src="{{ heatmap }}">
@@ -123,6 +167,13 @@ features.</p>{% endif %}
 <h4>Recommended categories</h4><p>{% for c, lift in s.recommendations %}<span class="tag">{{ c }} ×{{
 "%.1f"|format(lift) }}</span>{% else %}<span class="muted">none above the base rate</span>{% endfor %}</p>
 </div>{% endfor %}</div></section>
+{% if choice %}<section id="choice"><h2>How the number of segments was chosen</h2>
+{% for sentence in choice.sentences %}<p>{{ sentence }}</p>{% endfor %}
+<div class="charts"><img alt="How k was chosen" src="{{ choice.figure }}"></div>
+<table><tr><th>method</th><th>segments</th><th>silhouette</th><th>stability</th><th>smallest segment</th><th></th></tr>
+{% for f in choice.finalists %}<tr><td>{{ f.algorithm }}</td><td>{{ f.k }}</td><td>{{ f.silhouette }}</td>
+<td>{{ f.stability }}</td><td>{{ f.smallest }}</td><td>{{ "champion" if f.champion else "" }}</td></tr>
+{% endfor %}</table></section>{% endif %}
 </body></html>
 """
 
@@ -173,7 +224,44 @@ def render_report(r: SegmentReport, horizon_days: int = 365) -> str:
                 "recommendations": r.recommendations.get(s, []),
             }
         )
+    choice, unstable = _choice(r.choice)
     env = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
     return env.from_string(_TEMPLATE).render(
-        r=r, sizes=sizes, revenue=revenue, heatmap=heatmap, segments=segments, horizon=horizon_days
+        r=r,
+        sizes=sizes,
+        revenue=revenue,
+        heatmap=heatmap,
+        segments=segments,
+        horizon=horizon_days,
+        choice=choice,
+        unstable=unstable,
     )
+
+
+def _choice(panel: ChoicePanel | None) -> tuple[dict[str, Any] | None, str | None]:
+    """The panel's template data, and the unstable-segmentation message for the summary (or None)."""
+    if panel is None:
+        return None, None
+    rationale = panel.rationale
+    chosen = {a: int(p["chosen_k"]) for a, p in rationale["per_algorithm"].items()}
+    verdict = rationale.get("stability", {})
+    records = panel.sweep.set_index(["algorithm", "k"])
+    finalists = []
+    for algorithm, k in chosen.items():
+        row = records.loc[(algorithm, k)]
+        finalists.append({
+            "algorithm": algorithm, "k": k, "silhouette": _number2(row.get("silhouette")),
+            "stability": _number2(row.get("stability_ari")), "smallest": _percent1(row.get("min_cluster_share")),
+            "champion": algorithm == rationale["champion"]["algorithm"],
+        })  # fmt: skip
+    figure = _png(choice_figure(panel.sweep, chosen, float(verdict.get("threshold", 0.9))))
+    data = {"sentences": panel.sentences, "figure": figure, "finalists": finalists}
+    return data, verdict.get("message") if verdict.get("stable") is False else None
+
+
+def _number2(value: Any) -> str:
+    return "not measured" if value is None or pd.isna(value) else f"{float(value):.2f}"
+
+
+def _percent1(value: Any) -> str:
+    return "n/a" if value is None or pd.isna(value) else f"{100 * float(value):.1f}%"

@@ -23,6 +23,10 @@ Rule
    (computed on hard assignments for every algorithm); ties within
    ``silhouette_tolerance`` go to the earlier algorithm in
    ``training.algorithms``.
+5. Verdict: the champion is *stable* when its stability reaches ``stable_ari``.
+   When it does not, the rationale, the log and the report say that no stable
+   segmentation was found in the k range swept, and name the most stable
+   candidate measured (the closest one).
 
 Stability costs a second fit per candidate, and the rule only needs it where it
 can change the pick: the best candidates by the criterion of step 2 or 3, down to
@@ -41,7 +45,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Choice", "choose", "elbow_k", "stability_needed"]
+__all__ = ["Choice", "choose", "describe_choice", "elbow_k", "stability_needed"]
 
 BIC_RELATIVE_TIE = 1e-3
 
@@ -121,6 +125,7 @@ def choose(
     min_stability: float,
     silhouette_tolerance: float,
     k_criterion: str = "silhouette",
+    stable_ari: float = 0.9,
 ) -> Choice:
     """Apply the rule to the sweep's records (keys: algorithm, k, silhouette, wssse, bic,
     min_cluster_share, stability_ari)."""
@@ -142,6 +147,7 @@ def choose(
             "min_stability": min_stability,
             "silhouette_tolerance": silhouette_tolerance,
             "k_criterion": k_criterion,
+            "stable_ari": stable_ari,
         },
         "per_algorithm": per_algorithm,
         "champion": {
@@ -149,6 +155,7 @@ def choose(
             "k": chosen[champion],
             "finalist_silhouettes": finalist_silhouettes,
         },
+        "stability": _verdict(records, champion, chosen[champion], stable_ari),
     }
     return Choice(chosen_k=chosen, champion=champion, rationale=rationale)
 
@@ -201,6 +208,78 @@ def _champion(
     best = max(_silhouette(r) for _, r in finalists)
     champion = next(a for a, r in finalists if _silhouette(r) >= best - silhouette_tolerance)
     return champion, {a: r["silhouette"] for a, r in finalists}
+
+
+def _verdict(records: Sequence[Mapping[str, Any]], champion: str, k: int, stable_ari: float) -> dict[str, Any]:
+    """Step 5: is the champion stable, and if not, which measured candidate came closest."""
+    ks = sorted({int(r["k"]) for r in records})
+    ari = next(r for r in records if r["algorithm"] == champion and r["k"] == k)["stability_ari"]
+    verdict: dict[str, Any] = {"threshold": stable_ari, "champion_stability_ari": ari, "k_range": [ks[0], ks[-1]]}
+    if not _finite(ari):
+        why = "it was not measured" if ari is None else "training.selection.stability_seeds is 1"
+        return {**verdict, "stable": None, "message": f"The champion's stability across seeds is unknown: {why}."}
+    if ari >= stable_ari:
+        return {**verdict, "stable": True, "message": f"The segments are stable: a refit from another seed puts "
+                f"customers in the same segments at ARI {ari:.2f} (at least {stable_ari} asked)."}  # fmt: skip
+    measured = [r for r in records if _finite(r["stability_ari"])]
+    closest = max(measured, key=lambda r: (r["stability_ari"], -r["k"]))
+    return {
+        **verdict,
+        "stable": False,
+        "closest": {key: closest[key] for key in ("algorithm", "k", "stability_ari")},
+        "message": f"No stable segmentation was found for k from {ks[0]} to {ks[-1]}: a refit of the champion from "
+        f"another seed agrees at ARI {ari:.2f}, under the {stable_ari} asked. The most stable of the "
+        f"{len(measured)} candidates measured was {closest['algorithm']} with k={int(closest['k'])} "
+        f"(ARI {closest['stability_ari']:.2f}).",
+    }
+
+
+_PLAIN = {
+    "kmeans": "k-means",
+    "bisecting_kmeans": "bisecting k-means",
+    "gaussian_mixture": "the Gaussian mixture",
+}
+
+
+def _plain(algorithm: str) -> str:
+    return _PLAIN.get(algorithm, algorithm)
+
+
+def describe_choice(rationale: Mapping[str, Any]) -> list[str]:
+    """The choice in sentences a marketer can follow, from :func:`choose`'s rationale."""
+    per, champion = rationale["per_algorithm"], rationale["champion"]
+    silhouettes = champion["finalist_silhouettes"]
+    lines = [
+        f"Each method ({', '.join(_plain(a) for a in per)}) split the customers into every number of segments "
+        f"in the range tried, and kept one number: the finalists below."
+    ]
+    for algorithm, pick in per.items():
+        how = (
+            "the number with the best fit for its complexity (lowest BIC)"
+            if pick["criterion"].startswith("lowest BIC")
+            else "the number at the bend of the tightness curve, past which more segments add little"
+            if pick["criterion"].startswith("the k nearest")
+            else "the number whose customers sit most clearly in their own segment (highest silhouette)"
+        )
+        caveat = "" if pick["note"] == "admissible candidates only" else " No number passed the size and "
+        caveat += "" if not caveat else "stability checks, so it chose among all of them."
+        name = _plain(algorithm)
+        lines.append(f"{name[0].upper()}{name[1:]} kept {pick['chosen_k']} segments: {how}.{caveat}")
+    mine = silhouettes[champion["algorithm"]]
+    others = "".join(f"; {_plain(a)} {s:.2f}" for a, s in silhouettes.items() if a != champion["algorithm"])
+    tied = _finite(mine) and any(_finite(s) and s > mine for s in silhouettes.values())
+    why = (
+        "its segments are as clearly separated as the best within the tolerance, and it comes first in the list"
+        if tied
+        else "its segments are the most clearly separated of the finalists"
+    )
+    lines.append(
+        f"The champion is {_plain(champion['algorithm'])} with {champion['k']} segments: {why} "
+        f"(silhouette {mine:.2f}{others})."
+    )
+    if "stability" in rationale:
+        lines.append(rationale["stability"]["message"])
+    return lines
 
 
 def stability_needed(

@@ -27,8 +27,8 @@ from segmentation.identity import IdentityMapping
 from segmentation.io import write_table
 from segmentation.models import param_record
 from segmentation.profiles import SegmentDescription
-from segmentation.report import SegmentReport, render_report
-from segmentation.selection import Choice
+from segmentation.report import ChoicePanel, SegmentReport, render_report
+from segmentation.selection import Choice, describe_choice
 from segmentation.training_stages import CLUSTER_COL, SEGMENT_COL, Laps, Trained
 
 __all__ = ["TrainingResult", "publish"]
@@ -74,7 +74,9 @@ def publish(spark: SparkSession, cfg: AppConfig, trained: Trained, run_id: str, 
     write_table(assignments, cfg.training.assignments, partition_by=["as_of"],
                 replace_where={"as_of": as_of, "model_version": key})  # fmt: skip
     label = f"{cfg.mlflow.registered_model} v{version}" if version else f"run {run_id}"
-    _write_profiles(spark, cfg, description, as_of, key, label)
+    panel = ChoicePanel(pd.DataFrame(trained.sweep.ordered_records()), final.choice.rationale,
+                        describe_choice(final.choice.rationale))  # fmt: skip
+    _write_profiles(spark, cfg, description, as_of, key, label, panel)
     laps("write")
     tracking.log_metrics({f"seconds_{stage}": value for stage, value in laps.seconds.items()})
     return TrainingResult(run_id=run_id, champion=final.choice.champion, k=final.choice.champion_k,
@@ -178,6 +180,7 @@ def _write_profiles(
     as_of: str,
     model_version: str,
     model_label: str,
+    choice: ChoicePanel | None = None,
 ) -> None:
     """The profile Delta table (keyed by as_of and model_version) and the HTML report, to disk and MLflow."""
     pcfg = cfg.profiles
@@ -201,6 +204,7 @@ def _write_profiles(
             separating=description.separating,
             recommendations=description.recommendations,
             heatmap_features=description.model_features,
+            choice=choice,
         ),
         horizon_days=pcfg.value_horizon_days,
     )  # fmt: skip

@@ -173,9 +173,11 @@ def finalise(
     """Choose the champion, refit it on every customer, give its clusters stable ids and assign them."""
     tcfg, sel = cfg.training, cfg.training.selection
     choice = choose(sweep.ordered_records(), tcfg.algorithms, sel.min_cluster_share, sel.min_stability,
-                    sel.silhouette_tolerance, sel.k_criterion)  # fmt: skip
+                    sel.silhouette_tolerance, sel.k_criterion, sel.stable_ari)  # fmt: skip
     champion, k = choice.champion, choice.champion_k
     log.info("champion: %s with k=%d", champion, k)
+    verdict = choice.rationale["stability"]
+    log.log(logging.WARNING if verdict["stable"] is False else logging.INFO, verdict["message"])
     cluster_model, refit_rows = sweep.models[(champion, k)], prepared.n_sample
     if prepared.sample is not prepared.vectors:
         rows, refit_rows = refit_rows_of(prepared, tcfg, persist)

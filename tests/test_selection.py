@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from segmentation.selection import choose, elbow_k, stability_needed
+from segmentation.selection import choose, describe_choice, elbow_k, stability_needed
 
 NAN = float("nan")
 
@@ -179,3 +179,38 @@ def test_the_elbow_criterion_takes_the_admissible_k_nearest_the_elbow():
     assert measured == {("kmeans", 4), ("kmeans", 3)}  # down to the first stable one, nearest first
     gmm = [rec("gaussian_mixture", k, 0.5, wssse[k], bic=1000.0 - abs(k - 6)) for k in wssse]
     assert choose(gmm, ["gaussian_mixture"], **elbow_rule).chosen_k == {"gaussian_mixture": 2}  # BIC still rules
+
+
+def test_an_unstable_champion_is_reported_with_the_most_stable_candidate_measured():
+    records = [
+        rec("kmeans", 2, 0.60, ari=0.75),  # the pick: admissible (>= 0.7) but under stable_ari
+        rec("kmeans", 3, 0.40, ari=0.85),  # the most stable one measured
+        rec("kmeans", 4, 0.30, ari=None),  # not measured: never the closest
+        rec("bisecting_kmeans", 5, 0.20, ari=0.85),  # as stable as k=3: the smaller k is named
+    ]
+    choice = choose(records, ["kmeans", "bisecting_kmeans"], **RULE, stable_ari=0.9)
+    verdict = choice.rationale["stability"]
+    assert (choice.champion, choice.champion_k) == ("kmeans", 2)
+    assert verdict["stable"] is False and verdict["k_range"] == [2, 5]
+    assert verdict["closest"] == {"algorithm": "kmeans", "k": 3, "stability_ari": 0.85}
+    assert verdict["message"].startswith("No stable segmentation was found for k from 2 to 5")
+    assert "0.75" in verdict["message"] and "kmeans with k=3 (ARI 0.85)" in verdict["message"]
+    assert choose(records, ["kmeans"], **RULE, stable_ari=0.7).rationale["stability"]["stable"] is True
+    off = [rec("kmeans", 2, 0.6, ari=NAN), rec("kmeans", 3, 0.5, ari=NAN)]  # stability_seeds: 1
+    assert choose(off, ["kmeans"], **RULE).rationale["stability"]["stable"] is None
+
+
+def test_the_choice_in_plain_words_names_each_pick_and_why_the_champion_won():
+    records = [rec("kmeans", 3, 0.60, ari=0.95), rec("kmeans", 4, 0.40, ari=0.95),
+               rec("gaussian_mixture", 3, 0.30, bic=900.0, ari=0.95),
+               rec("gaussian_mixture", 5, 0.20, bic=800.0, ari=0.95)]  # fmt: skip
+    sentences = describe_choice(choose(records, ["kmeans", "gaussian_mixture"], **RULE).rationale)
+    text = " ".join(sentences)
+    assert "K-means kept 3 segments: the number whose customers sit most clearly" in text
+    assert "The Gaussian mixture kept 5 segments: the number with the best fit for its complexity" in text
+    assert "The champion is k-means with 3 segments: its segments are the most clearly separated" in text
+    assert "(silhouette 0.60; the Gaussian mixture 0.20)" in text
+    assert sentences[-1].startswith("The segments are stable")
+    records[2:] = [rec("gaussian_mixture", 3, 0.595, bic=800.0, ari=0.95)]  # within the tolerance, listed first
+    text = " ".join(describe_choice(choose(records, ["gaussian_mixture", "kmeans"], **RULE).rationale))
+    assert "The champion is the Gaussian mixture with 3 segments: its segments are as clearly separated" in text

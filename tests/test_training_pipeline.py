@@ -13,7 +13,7 @@ from pyspark.ml.linalg import Vectors
 
 from segmentation import tracking
 from segmentation.errors import ContractError, InputNotFoundError
-from segmentation.selection import choose
+from segmentation.selection import choose, describe_choice
 from segmentation.sweep import run_sweep
 from segmentation.training_pipeline import run_training
 
@@ -155,6 +155,20 @@ def test_profiles_personas_rules_and_report_are_written_and_logged(spark, traine
     assert report.read_text(encoding="utf-8") == html
     assert all(f'id="segment-{s}"' in html for s in range(result.k))
     assert all(name.replace("'", "&#39;") in html for name in result.identity.names.values())
+
+
+def test_the_report_explains_the_choice_and_the_rationale_gives_a_stability_verdict(trained):
+    cfg, result = trained
+    html = Path(cfg.profiles.report_dir, f"segment_report_{result.as_of}_{result.model_version}.html").read_text()
+    panel = html.split('id="choice"', 1)[1]
+    sentences = describe_choice(tracking.load_run_dict(result.run_id, tracking.RATIONALE_ARTIFACT))
+    assert all(sentence in panel for sentence in sentences) and f"with {result.k} segments" in sentences[-2]
+    assert '<img alt="How k was chosen"' in panel and panel.count("<tr><td>") == len(result.choice.chosen_k)
+    verdict = tracking.load_run_dict(result.run_id, tracking.RATIONALE_ARTIFACT)["stability"]
+    ari = next(r for r in result.records if (r["algorithm"], r["k"]) == (result.champion, result.k))["stability_ari"]
+    assert verdict["champion_stability_ari"] == pytest.approx(ari)
+    assert verdict["stable"] == (ari >= cfg.training.selection.stable_ari)
+    assert ('id="unstable"' in html) == (not verdict["stable"])
 
 
 def test_planted_segments_are_recovered(trained):
