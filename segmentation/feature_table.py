@@ -19,6 +19,7 @@ from segmentation.errors import ConfigError, ContractError, JoinMatchError, Quar
 from segmentation.features import customer_activity, demographic_features, top_values, typical_gap, with_churn
 from segmentation.io import read_table
 from segmentation.quality import (
+    AFTER_WINDOW,
     QUARANTINE_REASONS,
     QualityReport,
     canonical_columns,
@@ -54,7 +55,7 @@ def compute_features(
             f"column '{columns['timestamp']}' of '{source.location}' has no parseable timestamp; "
             "expected timestamps such as 2024-05-31 12:00:00"
         )
-    labelled = persist(label_rows(parsed, as_of))
+    labelled = persist(label_rows(parsed, as_of, window_set=fcfg.as_of is not None))
     by_reason = {r["reason"]: r["count"] for r in labelled.groupBy("reason").count().collect()}
     rows_kept = by_reason.pop(None, 0)
     report = QualityReport(
@@ -63,11 +64,12 @@ def compute_features(
         rows_kept=rows_kept,
         customers=0,
         quarantined={reason: int(by_reason.get(reason, 0)) for reason in QUARANTINE_REASONS},
+        rows_after_window=int(by_reason.get(AFTER_WINDOW, 0)),
     )
     _check_kept_rows(report, fcfg.max_quarantine_share, source.location)
     kept = labelled.where(F.col("reason").isNull())
     features, report = _aggregate(spark, cfg, kept, columns, key_types, report, persist)
-    quarantine = labelled.where(F.col("reason").isNotNull()).select(
+    quarantine = labelled.where(F.col("reason").isNotNull() & (F.col("reason") != AFTER_WINDOW)).select(
         "customer_id",
         *(["transaction_id"] if "transaction_id" in columns else []),
         F.col("timestamp_raw").cast("string").alias("timestamp"),
@@ -140,7 +142,7 @@ def _check_kept_rows(report: QualityReport, max_share: float, location: str) -> 
     """Stop before any aggregation when too much was quarantined or nothing was kept."""
     if report.quarantined_share > max_share:
         raise QuarantineThresholdError(
-            f"{report.rows_quarantined} of {report.rows_read} rows ({report.quarantined_share:.2%}) of "
+            f"{report.rows_quarantined} of {report.rows_in_window} rows ({report.quarantined_share:.2%}) of "
             f"'{location}' were quarantined, over features.max_quarantine_share={max_share}; "
             f"reasons: {', '.join(f'{k}={v}' for k, v in report.quarantined.items() if v)}. Nothing was written"
         )

@@ -61,6 +61,7 @@ from segmentation.config import (
 from segmentation.errors import ContractError
 from segmentation.io import CORRUPT_RECORD, read_table, table_exists
 from segmentation.quality import (
+    AFTER_WINDOW,
     CONTRACT_TYPES,  # the accepted types per role: a guess must pass check_contract
     QUARANTINE_REASONS,
     QualityReport,
@@ -496,7 +497,7 @@ def _quarantine_preview(
     as_of = configured_as_of or default_as_of(parsed)
     if as_of is None:
         return {"skipped": f"column '{mapping['timestamp']}' has no parseable timestamp; the feature job would stop"}
-    groups = _reason_groups(label_rows(parsed, as_of))
+    groups = _reason_groups(label_rows(parsed, as_of, window_set=configured_as_of is not None))
     by_reason = {g["reason"]: g for g in groups}
     kept = by_reason.get(None)
     firsts = [g["first"] for g in groups if g["first"] is not None]
@@ -507,6 +508,7 @@ def _quarantine_preview(
         rows_kept=int(kept["rows"]) if kept else 0,
         customers=int(kept["customers"]) if kept else 0,
         quarantined={r: int(by_reason[r]["rows"]) if r in by_reason else 0 for r in QUARANTINE_REASONS},
+        rows_after_window=int(by_reason.pop(AFTER_WINDOW)["rows"]) if AFTER_WINDOW in by_reason else 0,
     )
     return {
         "time_range": (min(firsts), max(lasts)) if firsts else None,

