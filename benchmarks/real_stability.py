@@ -75,7 +75,7 @@ def train(spark: SparkSession, cfg: AppConfig, month: str) -> tuple[dict, DataFr
         "k": choice.champion_k,
         "per_algorithm": choice.chosen_k,
         "silhouette": round(final.metrics["silhouette"], 3),
-        "own_stability": None if verdict["champion_stability_ari"] is None else round(verdict["champion_stability_ari"], 3),
+        "own_stability": None if (ari := verdict["champion_stability_ari"]) is None else round(ari, 3),
         "stable": verdict["stable"],
         "verdict": verdict["message"],
         "seconds": round(time.perf_counter() - started, 1),
@@ -104,7 +104,7 @@ def monthly(spark: SparkSession, cfg: AppConfig, model, first: DataFrame, month:
 
 
 def markdown(result: dict) -> str:
-    m, runs = result["monthly"], result["seeds"]
+    m, runs, pairs = result["monthly"], result["seeds"], result["pairwise_ari"].values()
     lines = [
         f"The Complete Journey, {result['date']}: snapshot {result['months'][0]}, overrides "
         f"{result['overrides'] or 'none'}; {runs[0]['customers']:,} households.",
@@ -119,8 +119,8 @@ def markdown(result: dict) -> str:
                      f"| {verdict} | {r['seconds']} |")  # fmt: skip
     lines += [
         "",
-        f"Across the {len(runs)} seeds: mean pairwise ARI of the champions' assignments **{result['mean_pairwise_ari']}** "
-        f"(lowest {min(result['pairwise_ari'].values())}, highest {max(result['pairwise_ari'].values())}).",
+        f"Across the {len(runs)} seeds: mean pairwise ARI of the champions' assignments "
+        f"**{result['mean_pairwise_ari']}** (lowest {min(pairs)}, highest {max(pairs)}).",
         f"Seed {runs[0]['seed']}'s model on the {m['month']} snapshot: **{100 * m['kept_segment_share']:.1f}%** of the "
         f"{m['customers_in_both']:,} households of both snapshots keep their segment (ARI {m['ari']}); "
         f"{m['new_customers']} households are new.",
