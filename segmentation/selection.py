@@ -24,9 +24,10 @@ Rule
    ``silhouette_tolerance`` go to the earlier algorithm in
    ``training.algorithms``.
 5. Verdict: the champion is *stable* when its stability reaches ``stable_ari``.
-   When it does not, the rationale, the log and the report say that no stable
-   segmentation was found in the k range swept, and name the most stable
-   candidate measured (the closest one).
+   When it does not, the rationale, the log and the report say so and name the
+   most stable candidate measured: a stable alternative when there is one,
+   otherwise the closest, and then they say that no stable segmentation was
+   found in the k range swept.
 
 Stability costs a second fit per candidate, and the rule only needs it where it
 can change the pick: the best candidates by the criterion of step 2 or 3, down to
@@ -220,17 +221,26 @@ def _verdict(records: Sequence[Mapping[str, Any]], champion: str, k: int, stable
         return {**verdict, "stable": None, "message": f"The champion's stability across seeds is unknown: {why}."}
     if ari >= stable_ari:
         return {**verdict, "stable": True, "message": f"The segments are stable: a refit from another seed puts "
-                f"customers in the same segments at ARI {ari:.2f} (at least {stable_ari} asked)."}  # fmt: skip
+                f"customers in the same segments at ARI {ari:.3f} (at least {stable_ari} asked)."}  # fmt: skip
     measured = [r for r in records if _finite(r["stability_ari"])]
     closest = max(measured, key=lambda r: (r["stability_ari"], -r["k"]))
+    named = f"{closest['algorithm']} with k={int(closest['k'])} (ARI {closest['stability_ari']:.3f})"
+    champion_part = (
+        f"a refit of the champion ({champion}, k={k}) from another seed agrees at ARI {ari:.3f}, under the "
+        f"{stable_ari} asked"
+    )
+    message = (
+        f"The champion's segments are not stable: {champion_part}. The most stable of the {len(measured)} "
+        f"candidates measured, {named}, is."
+        if closest["stability_ari"] >= stable_ari
+        else f"No stable segmentation was found for k from {ks[0]} to {ks[-1]}: {champion_part}. The most stable "
+        f"of the {len(measured)} candidates measured was {named}."
+    )
     return {
         **verdict,
         "stable": False,
         "closest": {key: closest[key] for key in ("algorithm", "k", "stability_ari")},
-        "message": f"No stable segmentation was found for k from {ks[0]} to {ks[-1]}: a refit of the champion from "
-        f"another seed agrees at ARI {ari:.2f}, under the {stable_ari} asked. The most stable of the "
-        f"{len(measured)} candidates measured was {closest['algorithm']} with k={int(closest['k'])} "
-        f"(ARI {closest['stability_ari']:.2f}).",
+        "message": message,
     }
 
 

@@ -59,5 +59,5 @@ def test_the_choice_panel_draws_the_curves_lists_the_finalists_and_flags_an_unst
     assert rows == [("kmeans", "2", "0.55", "0.80", "30.0%", "champion"),
                     ("gaussian_mixture", "3", "0.25", "0.60", "10.0%", "")]  # fmt: skip
     banner = html.split('id="unstable"', 1)[1].split("</p>", 1)[0]  # in the summary, above everything else
-    assert "No stable segmentation was found for k from 2 to 3" in banner and "ARI 0.80" in banner
-    assert "gaussian_mixture with k=2 (ARI 0.95)" in banner
+    assert "The champion&#39;s segments are not stable" in banner and "ARI 0.800" in banner
+    assert "gaussian_mixture with k=2 (ARI 0.950), is." in banner

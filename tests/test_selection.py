@@ -194,7 +194,12 @@ def test_an_unstable_champion_is_reported_with_the_most_stable_candidate_measure
     assert verdict["stable"] is False and verdict["k_range"] == [2, 5]
     assert verdict["closest"] == {"algorithm": "kmeans", "k": 3, "stability_ari": 0.85}
     assert verdict["message"].startswith("No stable segmentation was found for k from 2 to 5")
-    assert "0.75" in verdict["message"] and "kmeans with k=3 (ARI 0.85)" in verdict["message"]
+    assert "(kmeans, k=2) from another seed agrees at ARI 0.750" in verdict["message"]
+    assert verdict["message"].endswith("was kmeans with k=3 (ARI 0.850).")
+    records[1]["stability_ari"] = 0.95  # a stable alternative exists: the message points to it
+    message = choose(records, ["kmeans", "bisecting_kmeans"], **RULE, stable_ari=0.9).rationale["stability"]["message"]
+    assert message.startswith("The champion's segments are not stable")
+    assert message.endswith("candidates measured, kmeans with k=3 (ARI 0.950), is.")
     assert choose(records, ["kmeans"], **RULE, stable_ari=0.7).rationale["stability"]["stable"] is True
     off = [rec("kmeans", 2, 0.6, ari=NAN), rec("kmeans", 3, 0.5, ari=NAN)]  # stability_seeds: 1
     assert choose(off, ["kmeans"], **RULE).rationale["stability"]["stable"] is None
