@@ -295,7 +295,7 @@ class SelectionConfig(_Section):
     min_cluster_share: float = Field(0.02, ge=0, lt=1)
     min_stability: float = Field(0.7, ge=-1, le=1)
     # The champion's stability at which its segments are reported stable; under it, the log, the
-    # rationale and the report say no stable segmentation was found and name the closest candidate.
+    # rationale and the report say so and name the most stable candidate measured.
     stable_ari: float = Field(0.9, ge=-1, le=1)
     # Number of seeds per (algorithm, k); 1 disables the stability check.
     stability_seeds: int = Field(2, ge=1)

@@ -138,7 +138,7 @@ _TEMPLATE = """<!DOCTYPE html>
 <header id="summary"><h1>{{ r.title }}</h1>
 <p class="muted">Model {{ r.model }} · snapshot {{ r.as_of }} · {{ "{:,}".format(r.customers) }} customers ·
 {{ r.profile|length }} segments · rules reproduce the segment of {{ "%.0f"|format(100 * r.fidelity) }}% of
-customers</p>{% if unstable %}<p class="warn" id="unstable"><b>No stable segmentation:</b>
+customers</p>{% if unstable %}<p class="warn" id="unstable"><b>Unstable segments:</b>
 {{ unstable }}</p>{% endif %}</header>
 <section id="sizes"><h2>Segment sizes and revenue</h2><div class="charts">
 <img alt="Segment sizes" src="{{ sizes }}"><img alt="Revenue share" src="{{ revenue }}"></div></section>
