@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from jinja2 import Environment, select_autoescape  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 __all__ = ["ChoicePanel", "SegmentReport", "choice_figure", "render_report", "heatmap_figure", "share_figure"]
 
@@ -89,7 +90,8 @@ def heatmap_figure(z: pd.DataFrame) -> Figure:
 
 def choice_figure(sweep: pd.DataFrame, chosen_k: dict[str, int], stable_ari: float) -> Figure:
     """Silhouette and stability by k, a line per algorithm, each algorithm's pick circled."""
-    figure, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    figure, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharex=True)
+    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))  # k is a whole number; shared by both panels
     panels = (
         ("silhouette", "silhouette (higher: clearer segments)"),
         ("stability_ari", "stability between seeds (ARI)"),
