@@ -83,16 +83,16 @@ def train(spark: SparkSession, cfg: AppConfig, month: str) -> tuple[dict, DataFr
     return row, assigned, final.model
 
 
-def _ari(a: DataFrame, b: DataFrame) -> float:
-    joined = a.withColumnRenamed("prediction", "a").join(b.withColumnRenamed("prediction", "b"), "customer_id")
-    return adjusted_rand_index(joined, "a", "b")
+def _joined(a: DataFrame, b: DataFrame) -> DataFrame:
+    """The customers of both, with their segments in ``a`` and ``b``."""
+    return a.withColumnRenamed("prediction", "a").join(b.withColumnRenamed("prediction", "b"), "customer_id")
 
 
 def monthly(spark: SparkSession, cfg: AppConfig, model, first: DataFrame, month: str) -> dict:
     """The first seed's model on the next month's snapshot: who keeps their segment."""
     snapshot, _ = read_snapshot(spark, cfg.features.output, month)
     later = spark.createDataFrame(model.transform(snapshot).select("customer_id", "prediction").toPandas())
-    both = first.withColumnRenamed("prediction", "a").join(later.withColumnRenamed("prediction", "b"), "customer_id")
+    both = _joined(first, later)
     counts = both.agg(F.count("*").alias("n"), F.sum((F.col("a") == F.col("b")).cast("int")).alias("kept")).first()
     return {
         "month": month,
@@ -148,7 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         model = model or fitted
         runs.append(row)
         print(json.dumps(row), flush=True)
-    pairwise = {f"{a}-{b}": round(_ari(assigned[a], assigned[b]), 3) for a, b in itertools.combinations(seeds, 2)}
+    pairwise = {
+        f"{a}-{b}": round(adjusted_rand_index(_joined(assigned[a], assigned[b]), "a", "b"), 3)
+        for a, b in itertools.combinations(seeds, 2)
+    }
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "months": months,

@@ -499,6 +499,7 @@ def _quarantine_preview(
         return {"skipped": f"column '{mapping['timestamp']}' has no parseable timestamp; the feature job would stop"}
     groups = _reason_groups(label_rows(parsed, as_of, window_set=configured_as_of is not None))
     by_reason = {g["reason"]: g for g in groups}
+    after_window = by_reason.pop(AFTER_WINDOW, None)  # outside the snapshot: neither kept nor quarantined
     kept = by_reason.get(None)
     firsts = [g["first"] for g in groups if g["first"] is not None]
     lasts = [g["last"] for g in groups if g["last"] is not None]
@@ -508,7 +509,7 @@ def _quarantine_preview(
         rows_kept=int(kept["rows"]) if kept else 0,
         customers=int(kept["customers"]) if kept else 0,
         quarantined={r: int(by_reason[r]["rows"]) if r in by_reason else 0 for r in QUARANTINE_REASONS},
-        rows_after_window=int(by_reason.pop(AFTER_WINDOW)["rows"]) if AFTER_WINDOW in by_reason else 0,
+        rows_after_window=int(after_window["rows"]) if after_window else 0,
     )
     return {
         "time_range": (min(firsts), max(lasts)) if firsts else None,

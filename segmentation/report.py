@@ -26,17 +26,19 @@ from jinja2 import Environment, select_autoescape  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from segmentation.selection import describe_choice  # noqa: E402
+
 __all__ = ["ChoicePanel", "SegmentReport", "choice_figure", "render_report", "heatmap_figure", "share_figure"]
 
 
 @dataclass
 class ChoicePanel:
     """How the number of segments was chosen: the sweep's records (algorithm, k, silhouette,
-    stability_ari, min_cluster_share) and the rule's rationale (``selection.choose``)."""
+    stability_ari, min_cluster_share) and the rule's rationale (``selection.choose``), which
+    ``selection.describe_choice`` puts in words."""
 
     sweep: pd.DataFrame
     rationale: dict[str, Any]
-    sentences: list[str]
 
 
 @dataclass
@@ -257,7 +259,7 @@ def _choice(panel: ChoicePanel | None) -> tuple[dict[str, Any] | None, str | Non
             "champion": algorithm == rationale["champion"]["algorithm"],
         })  # fmt: skip
     figure = _png(choice_figure(panel.sweep, chosen, float(verdict.get("threshold", 0.9))))
-    data = {"sentences": panel.sentences, "figure": figure, "finalists": finalists}
+    data = {"sentences": describe_choice(rationale), "figure": figure, "finalists": finalists}
     return data, verdict.get("message") if verdict.get("stable") is False else None
 
 

@@ -271,8 +271,11 @@ def describe_choice(rationale: Mapping[str, Any]) -> list[str]:
             if pick["criterion"].startswith("the k nearest")
             else "the number whose customers sit most clearly in their own segment (highest silhouette)"
         )
-        caveat = "" if pick["note"] == "admissible candidates only" else " No number passed the size and "
-        caveat += "" if not caveat else "stability checks, so it chose among all of them."
+        caveat = (
+            ""
+            if pick["note"] == "admissible candidates only"
+            else " No number passed the size and stability checks, so it chose among all of them."
+        )
         name = _plain(algorithm)
         lines.append(f"{name[0].upper()}{name[1:]} kept {pick['chosen_k']} segments: {how}.{caveat}")
     mine = silhouettes[champion["algorithm"]]

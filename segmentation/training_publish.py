@@ -28,7 +28,7 @@ from segmentation.io import write_table
 from segmentation.models import param_record
 from segmentation.profiles import SegmentDescription
 from segmentation.report import ChoicePanel, SegmentReport, render_report
-from segmentation.selection import Choice, describe_choice
+from segmentation.selection import Choice
 from segmentation.training_stages import CLUSTER_COL, SEGMENT_COL, Laps, Trained
 
 __all__ = ["TrainingResult", "publish"]
@@ -74,8 +74,7 @@ def publish(spark: SparkSession, cfg: AppConfig, trained: Trained, run_id: str, 
     write_table(assignments, cfg.training.assignments, partition_by=["as_of"],
                 replace_where={"as_of": as_of, "model_version": key})  # fmt: skip
     label = f"{cfg.mlflow.registered_model} v{version}" if version else f"run {run_id}"
-    panel = ChoicePanel(pd.DataFrame(trained.sweep.ordered_records()), final.choice.rationale,
-                        describe_choice(final.choice.rationale))  # fmt: skip
+    panel = ChoicePanel(pd.DataFrame(trained.sweep.ordered_records()), final.choice.rationale)
     _write_profiles(spark, cfg, description, as_of, key, label, panel)
     laps("write")
     tracking.log_metrics({f"seconds_{stage}": value for stage, value in laps.seconds.items()})

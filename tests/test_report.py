@@ -5,7 +5,7 @@ import re
 import pandas as pd
 
 from segmentation.report import ChoicePanel, SegmentReport, render_report
-from segmentation.selection import choose, describe_choice
+from segmentation.selection import choose
 
 
 def report_of(**extra) -> SegmentReport:
@@ -49,7 +49,7 @@ def test_the_choice_panel_draws_the_curves_lists_the_finalists_and_flags_an_unst
     ])  # fmt: skip
     sweep["bic"] = sweep["bic"].astype(float)
     rationale = choose(sweep.to_dict("records"), ["kmeans", "gaussian_mixture"], 0.02, 0.5, 0.01).rationale
-    html = render_report(report_of(choice=ChoicePanel(sweep, rationale, describe_choice(rationale))))
+    html = render_report(report_of(choice=ChoicePanel(sweep, rationale)))
     images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
     assert [alt for alt, _ in images][-1] == "How k was chosen" and len(images[-1][1]) > 1000
     panel = html.split('id="choice"', 1)[1]
