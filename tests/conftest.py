@@ -36,7 +36,7 @@ TEST_SPARK = SparkConfig(
         "spark.databricks.delta.snapshotPartitions": "2",
         "spark.sql.adaptive.coalescePartitions.enabled": "true",
         "spark.rdd.compress": "false",
-        "spark.sql.warehouse.dir": "/tmp/segmentation-tests-warehouse",
+        "spark.sql.warehouse.dir": f"/tmp/segmentation-tests-warehouse-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}",
     },
 )
 
@@ -93,6 +93,13 @@ def trained(spark, tmp_path_factory):
     run_feature_pipeline(spark, cfg)
     result = run_training(spark, cfg)
     return cfg, result
+
+
+# The JVMs that tests start for a few seconds' work (jobs as processes, spark-submit, a standalone
+# cluster) compile with C1 only: a 20k-row feature job as a process took 24.6 s instead of 31.3 s
+# (2026-12-04). The session above keeps both compilers: C1 alone made the training and scoring test
+# files take 386 s instead of 286 s.
+SHORT_LIVED_JVM = {"JDK_JAVA_OPTIONS": "-XX:TieredStopAtLevel=1"}
 
 
 def free_port() -> int:

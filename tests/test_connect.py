@@ -22,7 +22,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
-from conftest import free_port, make_config, stop_process_group
+from conftest import SHORT_LIVED_JVM, free_port, make_config, stop_process_group
 from pyspark.ml import PipelineModel
 
 from segmentation.spark import DELTA_CATALOG, DELTA_EXTENSION, delta_maven_coordinate
@@ -160,7 +160,7 @@ def test_an_unreadable_file_over_connect_is_exit_2_naming_the_file(connect_run, 
 def test_spark_remote_local_starts_an_in_process_connect_server_with_delta(tmp_path):
     """``spark.remote: local[2]`` (the config key; SPARK_REMOTE does the same) starts a Connect server
     inside the job's process with Delta's jars, extension and catalog, as a classic local session has."""
-    env = {k: v for k, v in os.environ.items() if k != "SPARK_REMOTE"}
+    env = {**{k: v for k, v in os.environ.items() if k != "SPARK_REMOTE"}, **SHORT_LIVED_JVM}
     command = [
         sys.executable, str(ROOT / "jobs" / "generate_transactions.py"),
         "--set", "spark.remote=local[2]", "--set", "generator.n_transactions=2000", "--set", "generator.n_customers=80",

@@ -4,6 +4,7 @@ installed; a model saved before, with the pure-Python stages, still scores."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import sysconfig
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import legacy_preprocessing, make_config
+from conftest import SHORT_LIVED_JVM, legacy_preprocessing, make_config
 from pyspark.ml import PipelineModel
 from pyspark.ml.clustering import KMeans
 
@@ -82,7 +83,8 @@ def test_the_logged_model_loads_and_scores_with_pyspark_alone(spark, features, t
     features.write.parquet(str(tmp_path / "input"))
     command = [sys.executable, "-I", "-S", "-c", LOADER, sysconfig.get_paths()["purelib"], str(local / "sparkml"),
                str(tmp_path / "input")]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600,
+                          env={**os.environ, **SHORT_LIVED_JVM})  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     theirs = json.loads(done.stdout.strip().splitlines()[-1])
     ours = {r.customer_id: r.prediction for r in model.transform(features).collect()}

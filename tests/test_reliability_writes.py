@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import SHORT_LIVED_JVM
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
@@ -56,7 +57,7 @@ def job_config(cfg, path: Path, **spark) -> Path:
 def start(script: str, config: Path, log: Path, *args: str) -> subprocess.Popen:
     command = [sys.executable, str(ROOT / script), *args, "--config", str(config)]
     return subprocess.Popen(command, cwd=log.parent, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)  # fmt: skip
+                            env={**os.environ, **SHORT_LIVED_JVM}, start_new_session=True)  # fmt: skip
 
 
 def parquet_files(table: Path) -> set[str]:

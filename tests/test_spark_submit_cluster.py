@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import free_port, stop_process_group
+from conftest import SHORT_LIVED_JVM, free_port, stop_process_group
 from mlflow.tracking import MlflowClient
 from spark_submit import (
     JOBS,
@@ -51,7 +51,7 @@ def cluster(tmp_path_factory):
     root = tmp_path_factory.mktemp("standalone")
     port, ui_port, worker_ui = free_port(), free_port(), free_port()
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_WORKER_DIR": str(root / "work"),
-           "PYSPARK_PYTHON": sys.executable}  # fmt: skip
+           "PYSPARK_PYTHON": sys.executable, **SHORT_LIVED_JVM}  # fmt: skip
     master = _start(["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
                      "--webui-port", str(ui_port)], root / "master.log", env)  # fmt: skip
     worker = None

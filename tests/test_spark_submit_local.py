@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from conftest import SHORT_LIVED_JVM
 from spark_submit import default_command, log_lines, submit
 
 from segmentation.spark import delta_maven_coordinate
@@ -21,7 +22,7 @@ RESOURCES = ["--driver-memory", "1g", "--conf", "spark.ui.enabled=false"]
 
 
 def test_a_submit_without_deltas_jars_stops_with_exit_2_and_the_line_to_add(tmp_path: Path):
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable, **SHORT_LIVED_JVM}
     command = default_command("build_features", MASTER, delta_maven_coordinate(), RESOURCES)
     packages = command.index("--packages")
     del command[packages : packages + 2]
