@@ -27,6 +27,7 @@ RUNTIME = [
 DEV = [
     "pytest==9.2.0",
     "pytest-randomly==5.1.0",  # test order shuffled (seed fixed in pyproject.toml), so order dependence shows
+    "pytest-xdist==3.8.0",  # two test processes: one waits on a job's JVM while the other computes
     "ruff==0.17.6",
     "scikit-learn==1.9.1",  # reference implementation in tests and the benchmark
     "Lifetimes==0.11.3",  # reference for the lifetimes-compatible feature columns
