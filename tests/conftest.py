@@ -1,4 +1,4 @@
-"""One SparkSession for the whole test session: small local master, few shuffle partitions, UI off, UTC."""
+"""One SparkSession per test process (two under pytest-xdist): small local master, few partitions, UI off."""
 
 from __future__ import annotations
 
