@@ -366,6 +366,9 @@ class TrainingConfig(_Section):
     seed: int = 42
     # Every fit (sweep, stability, refit) is the best of this many starts (segmentation.models.fit_best).
     restarts: int = Field(1, ge=1)
+    # Seconds one start of one fit may take before its Spark jobs are interrupted and it is
+    # retried from another seed (segmentation.models.fit_within); None waits forever.
+    fit_timeout_seconds: float | None = Field(3600.0, gt=0)
     kmeans: KMeansParams = Field(default_factory=KMeansParams)
     bisecting_kmeans: BisectingKMeansParams = Field(default_factory=BisectingKMeansParams)
     gaussian_mixture: GaussianMixtureParams = Field(default_factory=GaussianMixtureParams)

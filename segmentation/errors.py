@@ -51,6 +51,11 @@ class DeltaNotActiveError(SegmentationError):
     """The Spark session cannot run Delta Lake's SQL: its extension, catalog or jars are missing."""
 
 
+class FitFailedError(SegmentationError):
+    """A model fit did not finish in time, or ended non-finite, from every start it was given;
+    the message names the algorithm, k and the key that bounds it."""
+
+
 class JoinMatchError(SegmentationError, ValueError):
     """Too few transactions' keys find their row in a joined table (customers, products): the keys
     probably differ in type or format; the message names both key columns and unmatched ids."""

@@ -9,19 +9,35 @@ centre moved.
 
 from __future__ import annotations
 
+import logging
+import math
+import uuid
+from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from pyspark.ml.clustering import BisectingKMeans, GaussianMixture, KMeans
 from pyspark.sql import DataFrame
 
 from segmentation.config import ALGORITHMS, TrainingConfig
+from segmentation.errors import FitFailedError
+from segmentation.spark import activate_in_thread, cancel_tagged, jobs_tagged
 
-__all__ = ["ALGORITHMS", "build_estimator", "fit_best", "objective", "param_record"]
+__all__ = ["ALGORITHMS", "FitTimeout", "build_estimator", "fit_best", "fit_within", "objective", "param_record"]
+
+log = logging.getLogger(__name__)
 
 NOT_APPLICABLE = "n/a"
 # Start i of a fit seeded s is seeded s + i * RESTART_STRIDE, so the restarts of the stability
 # refits (seeded s + 1, s + 2, ...) never reuse a start of the fit they are compared with.
 RESTART_STRIDE = 1000
+# A start that fails (runs past training.fit_timeout_seconds or ends with a non-finite objective)
+# is tried once more from seed + RETRY_OFFSET, a start no other fit of the run uses.
+RETRY_OFFSET = RESTART_STRIDE // 2
+
+
+class FitTimeout(Exception):
+    """A fit ran past its time limit; its Spark jobs were interrupted."""
 
 
 def build_estimator(
@@ -92,11 +108,76 @@ def fit_best(algorithm: str, k: int, cfg: TrainingConfig, seed: int, data: DataF
     """
     best, best_objective = None, float("inf")
     for start in range(cfg.restarts):
-        model = build_estimator(algorithm, k, cfg, seed + start * RESTART_STRIDE, **columns).fit(data)
-        value = objective(algorithm, model)
+        model, value = _fit_start(algorithm, k, cfg, seed + start * RESTART_STRIDE, data, columns)
         if best is None or value < best_objective:
             best, best_objective = model, value
     return best
+
+
+def _fit_start(
+    algorithm: str, k: int, cfg: TrainingConfig, seed: int, data: DataFrame, columns: dict[str, str]
+) -> tuple[Any, float]:
+    """One start: (model, objective). A start that runs past ``cfg.fit_timeout_seconds`` or ends
+    with a non-finite objective is tried once more from another seed, then the fit fails.
+
+    MLlib's GaussianMixture has no covariance regularisation: on features with point masses (a
+    share that is exactly 0 for most customers) a component can shrink until its density
+    overflows, its covariance turns NaN, and the next iteration never returns (netlib's Java
+    LAPACK loops on it; docs/training.md, *A fit that never ends*). The time limit turns that
+    hang into a retry.
+    """
+    failures = []
+    for attempt in (seed, seed + RETRY_OFFSET):
+        estimator = build_estimator(algorithm, k, cfg, attempt, **columns)
+        try:
+            model = fit_within(estimator, data, cfg.fit_timeout_seconds)
+        except FitTimeout:
+            failures.append(f"seed {attempt} ran past training.fit_timeout_seconds={cfg.fit_timeout_seconds}")
+        else:
+            value = objective(algorithm, model)
+            if math.isfinite(value):
+                return model, value
+            failures.append(f"seed {attempt} ended with a non-finite objective ({value})")
+        log.warning("%s k=%d: %s", algorithm, k, failures[-1])
+    raise FitFailedError(
+        f"{algorithm} with k={k} failed from two starts: {'; '.join(failures)}. Raise "
+        f"training.fit_timeout_seconds if its fits are legitimately slow, or leave {algorithm} out of "
+        "training.algorithms"
+    )
+
+
+def fit_within(estimator: Any, data: DataFrame, seconds: float | None) -> Any:
+    """``estimator.fit(data)``; if it takes longer than ``seconds``, its Spark jobs are cancelled
+    and :class:`FitTimeout` is raised (classic and Connect sessions alike).
+
+    The fit runs in a thread of its own, so its jobs carry a tag no other work has. A fit starts
+    one job after another, so the jobs are cancelled until the fit gives up (at most a minute). A
+    task that ignores the interrupt (netlib's Java LAPACK looping on a NaN does) keeps its
+    executor core until the executor ends; on a cluster ``spark.task.reaper.*`` can end it.
+    """
+    if seconds is None:
+        return estimator.fit(data)
+    spark, tag = data.sparkSession, f"segmentation-fit-{uuid.uuid4().hex}"
+
+    def fit() -> Any:
+        activate_in_thread(spark)
+        with jobs_tagged(spark, tag):
+            return estimator.fit(data)
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="segmentation-fit")
+    future = pool.submit(fit)
+    try:
+        return future.result(timeout=seconds)
+    except FutureTimeout:
+        for _ in range(12):
+            cancel_tagged(spark, tag)
+            if wait([future], timeout=5).done:
+                break
+        log.warning("%s ran past %s s; its Spark jobs were cancelled%s", type(estimator).__name__, seconds,
+                    "" if future.done() else " (it is still starting new ones)")  # fmt: skip
+        raise FitTimeout(f"{type(estimator).__name__} ran past {seconds} s") from None
+    finally:
+        pool.shutdown(wait=False)
 
 
 def param_record(algorithm: str, k: int, cfg: TrainingConfig, seed: int) -> dict[str, str]:

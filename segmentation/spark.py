@@ -17,12 +17,14 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import shutil
 import subprocess
 import uuid
 import warnings
+from collections.abc import Iterator
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -156,6 +158,40 @@ def activate_in_thread(spark: SparkSession) -> None:
     """
     if is_connect(spark):
         type(spark)._set_default_and_active_session(spark)
+
+
+@contextlib.contextmanager
+def jobs_tagged(spark: SparkSession, tag: str) -> Iterator[None]:
+    """Every Spark job the calling thread starts inside the block carries ``tag``, so that
+    :func:`cancel_tagged` can stop them from another thread, and is interrupted when cancelled."""
+    if is_connect(spark):
+        spark.addTag(tag)
+        try:
+            yield
+        finally:
+            spark.removeTag(tag)
+        return
+    sc = spark.sparkContext
+    sc.addJobTag(tag)
+    sc.setInterruptOnCancel(True)
+    try:
+        yield
+    finally:
+        sc.removeJobTag(tag)
+        sc.setInterruptOnCancel(False)
+
+
+def cancel_tagged(spark: SparkSession, tag: str) -> None:
+    """Cancel the running jobs that carry ``tag`` (see :func:`jobs_tagged`).
+
+    Connect interrupts the session's operations with the tag. A classic session's
+    ``interruptTag`` would not do: it looks the tag up among the calling thread's own tags and
+    reaches SQL executions only, not the RDD jobs an MLlib fit runs, so this cancels by job tag.
+    """
+    if is_connect(spark):
+        spark.interruptTag(tag)
+    else:
+        spark.sparkContext.cancelJobsWithTag(tag)
 
 
 def _start(builder: SparkSession.Builder) -> SparkSession:

@@ -66,6 +66,9 @@ def make_config(root: Path, **extra):
         "training.k_min": 2,
         "training.k_max": 8,  # the generator plants 7 personas
         "training.seed": 7,
+        # The slowest fit here takes seconds; a GaussianMixture start that hangs (docs/training.md,
+        # A fit that never ends) costs two minutes and a retry instead of the suite.
+        "training.fit_timeout_seconds": 120,
         "training.assignments.path": root / "assignments",
         "profiles.output.path": root / "profiles",
         "profiles.report_dir": root / "reports",

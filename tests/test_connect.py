@@ -157,6 +157,42 @@ def test_an_unreadable_file_over_connect_is_exit_2_naming_the_file(connect_run, 
     assert not (root / "features-broken").exists()
 
 
+FIT_PAST_ITS_LIMIT = """
+import time
+from pyspark.ml.functions import array_to_vector
+from pyspark.sql import SparkSession, functions as F
+from segmentation.config import TrainingConfig
+from segmentation.models import FitTimeout, build_estimator, fit_within
+
+spark = SparkSession.builder.getOrCreate()
+
+@F.udf("array<double>")
+def slow(i):
+    time.sleep(0.05)  # 10 s per partition, per pass over the data
+    return [float(i % 7), float(i % 3)]
+
+data = spark.range(0, 400, 1, 2).select(array_to_vector(slow("id")).alias("features"))
+started = time.perf_counter()
+try:
+    fit_within(build_estimator("kmeans", 3, TrainingConfig(), 1), data, 2)
+except FitTimeout as timeout:
+    print("raised", timeout, "after", round(time.perf_counter() - started, 1))
+started = time.perf_counter()
+print("next query", spark.range(5).count(), "in", round(time.perf_counter() - started, 1))
+"""
+
+
+def test_a_fit_past_its_time_limit_is_interrupted_over_connect(connect_server):
+    env = {**os.environ, "SPARK_REMOTE": connect_server}
+    done = subprocess.run([sys.executable, "-c", FIT_PAST_ITS_LIMIT], env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    raised, after = done.stdout.splitlines()
+    assert raised.startswith("raised KMeans ran past 2 s after ") and float(raised.split()[-1]) < 10, raised
+    # The server's cores are free again: the fit's tasks were interrupted, not left to finish.
+    assert after.startswith("next query 5 in ") and float(after.split()[-1]) < 10, after
+
+
 def test_spark_remote_local_starts_an_in_process_connect_server_with_delta(tmp_path):
     """``spark.remote: local[2]`` (the config key; SPARK_REMOTE does the same) starts a Connect server
     inside the job's process with Delta's jars, extension and catalog, as a classic local session has."""

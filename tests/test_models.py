@@ -1,10 +1,23 @@
 from __future__ import annotations
 
+import time
+
 import pytest
-from pyspark.ml.linalg import Vectors
+from pyspark.ml.linalg import Vectors, VectorUDT
+from pyspark.sql import functions as F
 
 from segmentation.config import ALGORITHMS, TrainingConfig
-from segmentation.models import RESTART_STRIDE, build_estimator, fit_best, objective, param_record
+from segmentation.errors import FitFailedError
+from segmentation.models import (
+    RESTART_STRIDE,
+    RETRY_OFFSET,
+    FitTimeout,
+    build_estimator,
+    fit_best,
+    fit_within,
+    objective,
+    param_record,
+)
 
 
 def test_every_algorithm_gets_seed_k_and_tunables(spark):
@@ -48,3 +61,45 @@ def test_the_best_of_several_starts_is_the_start_with_the_best_objective(blobs, 
     assert objective(algorithm, best) == min(starts)
     assert objective(algorithm, fit_best(algorithm, 6, single, 3, blobs)) == starts[0]  # one start: the plain fit
     assert param_record(algorithm, 6, cfg, 3)["restarts"] == "5"
+
+
+@pytest.fixture(scope="module")
+def slow_vectors(spark):
+    """Vectors that take about a second per 20 rows to compute, so any fit on them is slow."""
+
+    @F.udf(VectorUDT())
+    def slow(i):
+        time.sleep(0.05)
+        return Vectors.dense([float(i % 7), float(i % 3)])
+
+    return spark.range(0, 400, 1, 2).select(slow("id").alias("features"))
+
+
+def test_a_fit_past_its_time_limit_is_interrupted_and_the_session_goes_on(spark, slow_vectors):
+    started = time.perf_counter()
+    with pytest.raises(FitTimeout, match="KMeans ran past 2 s"):
+        fit_within(build_estimator("kmeans", 3, TrainingConfig(), seed=1), slow_vectors, 2)
+    assert time.perf_counter() - started < 8  # the fit alone needs 10 s of UDF time per pass
+    tracker = spark.sparkContext.statusTracker()
+    deadline = time.time() + 30
+    while tracker.getActiveJobsIds() and time.time() < deadline:
+        time.sleep(0.2)
+    assert tracker.getActiveJobsIds() == []  # its jobs were cancelled, not left running
+    assert spark.range(5).count() == 5
+
+
+def test_a_fit_that_fails_from_both_starts_names_the_algorithm_k_and_the_key(slow_vectors):
+    cfg = TrainingConfig(fit_timeout_seconds=1)
+    with pytest.raises(FitFailedError) as failed:
+        fit_best("bisecting_kmeans", 4, cfg, 3, slow_vectors)
+    message = str(failed.value)
+    assert message.startswith("bisecting_kmeans with k=4 failed from two starts")
+    assert "seed 3 ran past" in message and f"seed {3 + RETRY_OFFSET} ran past" in message
+    assert "training.fit_timeout_seconds=1" in message
+
+
+def test_a_fit_within_its_limit_is_the_plain_fit(blobs):
+    cfg = TrainingConfig(kmeans={"init_mode": "random", "max_iter": 2})
+    plain = build_estimator("kmeans", 6, cfg, seed=3).fit(blobs)
+    bounded = fit_within(build_estimator("kmeans", 6, cfg, seed=3), blobs, 60)
+    assert objective("kmeans", bounded) == objective("kmeans", plain)
