@@ -271,7 +271,10 @@ class BisectingKMeansParams(_Section):
 
 
 class GaussianMixtureParams(_Section):
-    max_iter: int = Field(100, ge=1)
+    # MLlib's EM rarely meets `tol` on behavioural features (components collapse onto point masses
+    # and the log-likelihood keeps moving); 30 iterations gave the 100-iteration segments (ARI >=
+    # 0.988) in a third of the time on the demo's customers (docs/performance.md).
+    max_iter: int = Field(30, ge=1)
     tol: float = Field(0.01, ge=0)
 
 
