@@ -122,26 +122,6 @@ def stop_process_group(process: subprocess.Popen) -> None:
             os.killpg(process.pid, signal.SIGKILL)
 
 
-# The files that take minutes, longest first (pytest --durations of a fresh clone's make test,
-# 2026-12-04). The two test processes take whole files in collection order
-# (--no-loadscope-reorder; by default pytest-xdist hands out the files with the most tests first,
-# which sent the one-test standalone-cluster file out 17 minutes in, and one process then waited
-# 8 minutes for the other). Starting the long ones first keeps both busy to the end.
-LONG_FILES = (
-    "test_reliability_writes.py",
-    "test_spark_submit_cluster.py",
-    "test_connect.py",
-    "test_training_pipeline.py",
-)
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(items):
-    """The long files first, in that order; everything else keeps pytest-randomly's order."""
-    rank = {name: i for i, name in enumerate(LONG_FILES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))
-
-
 @pytest.fixture(autouse=True)
 def _mlflow_state():
     """Every test gets back the MLflow state it started with, whatever it (or a job it ran) configured."""
