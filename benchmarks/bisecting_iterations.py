@@ -14,18 +14,12 @@ sum of squares, the silhouette, the adjusted Rand index against the fit with the
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
-from segmentation.config import SparkConfig, default_config_files, load_config
-from segmentation.evaluation import adjusted_rand_index, evaluate_clustering
-from segmentation.io import read_table
+from demo_fits import demo_customers, measured_fit
+
 from segmentation.models import build_estimator
-from segmentation.snapshots import persisting, read_snapshot
-from segmentation.spark import get_spark
-from segmentation.training_stages import prepare
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,54 +31,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     low, high = (int(x) for x in args.ks.split(".."))
     iterations = sorted((int(x) for x in args.iterations.split(",")), reverse=True)  # the reference first
-    cfg = load_config(default_config_files("local"), ["input.customers.enabled=true"])
-    spark = get_spark(SparkConfig(master="local[*]", driver_memory="4g", ui_enabled=False, log_level="ERROR"))
-    snapshot, as_of = read_snapshot(spark, cfg.features.output, None)
-    label = cfg.training.ground_truth.label_column
-    truth = read_table(spark, cfg.training.ground_truth, columns=["customer_id", label])
-    everyone = cfg.training.selection.model_copy(update={"sample_size": 1 << 62})
-    tcfg = cfg.training.model_copy(update={"selection": everyone})
-    result: dict = {"date": time.strftime("%Y-%m-%d"), "as_of": as_of, "fits": []}
-    with persisting() as persist:
-        prepared = prepare(snapshot, as_of, tcfg, persist)
-        data = persist(prepared.vectors.join(truth, "customer_id"))
-        result["customers"] = data.count()
+    with demo_customers() as demo:
+        tcfg = demo.tcfg
         for k in range(low, high + 1):
             for seed in range(tcfg.seed, tcfg.seed + args.seeds):
-                reference = None
+                reference, cached = None, []
                 for max_iter in iterations:
                     params = tcfg.bisecting_kmeans.model_copy(update={"max_iter": max_iter})
                     estimator = build_estimator(
                         "bisecting_kmeans", k, tcfg.model_copy(update={"bisecting_kmeans": params}), seed
                     )
-                    started = time.perf_counter()
-                    model = estimator.fit(data)
-                    seconds = time.perf_counter() - started
-                    predictions = model.transform(data).withColumnRenamed("prediction", f"p{max_iter}").cache()
-                    metrics = evaluate_clustering(model, predictions, "features", f"p{max_iter}", "bisecting_kmeans")
-                    if reference is None:
-                        reference = predictions
-                        same = 1.0
-                    else:
-                        both = predictions.join(reference.select("customer_id", f"p{iterations[0]}"), "customer_id")
-                        same = adjusted_rand_index(both, f"p{iterations[0]}", f"p{max_iter}")
-                    row = {
-                        "k": k,
-                        "seed": seed,
-                        "max_iter": max_iter,
-                        "seconds": round(seconds, 2),
-                        "wssse": round(metrics["wssse"], 1),
-                        "silhouette": round(metrics["silhouette"], 4),
-                        "ari_vs_reference": round(same, 4),
-                        "ari_vs_personas": round(adjusted_rand_index(predictions, label, f"p{max_iter}"), 4),
-                    }
-                    print(json.dumps(row), flush=True)
-                    result["fits"].append(row)
-                    args.out.mkdir(parents=True, exist_ok=True)
-                    (args.out / "bisecting_iterations.json").write_text(json.dumps(result, indent=1))
-                spark.catalog.clearCache()
-                data = persist(prepared.vectors.join(truth, "customer_id"))
-    spark.stop()
+                    column = f"p{max_iter}"
+                    _, predictions, metrics, row = measured_fit(demo, estimator, "bisecting_kmeans", column, reference)
+                    reference = reference or (predictions, column)
+                    cached.append(predictions)
+                    row = {"k": k, "seed": seed, "max_iter": max_iter, **row, "wssse": round(metrics["wssse"], 1)}
+                    demo.record(row, args.out, "bisecting_iterations.json")
+                for predictions in cached:
+                    predictions.unpersist()
     return 0
 
 

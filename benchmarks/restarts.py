@@ -12,18 +12,12 @@ silhouette and the adjusted Rand index against the personas to ``restarts.json``
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
-from segmentation.config import SparkConfig, default_config_files, load_config
-from segmentation.evaluation import adjusted_rand_index, evaluate_clustering
-from segmentation.io import read_table
+from demo_fits import demo_customers, measured_fit
+
 from segmentation.models import RESTART_STRIDE, build_estimator, objective
-from segmentation.snapshots import persisting, read_snapshot
-from segmentation.spark import get_spark
-from segmentation.training_stages import prepare
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,35 +27,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--starts", type=int, default=6)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
-    cfg = load_config(default_config_files("local"), ["input.customers.enabled=true"])
-    spark = get_spark(SparkConfig(master="local[*]", driver_memory="4g", ui_enabled=False, log_level="ERROR"))
-    snapshot, as_of = read_snapshot(spark, cfg.features.output, None)
-    label = cfg.training.ground_truth.label_column
-    truth = read_table(spark, cfg.training.ground_truth, columns=["customer_id", label])
-    everyone = cfg.training.selection.model_copy(update={"sample_size": 1 << 62})
-    tcfg = cfg.training.model_copy(update={"selection": everyone})
-    result: dict = {"date": time.strftime("%Y-%m-%d"), "as_of": as_of, "fits": []}
-    with persisting() as persist:
-        prepared = prepare(snapshot, as_of, tcfg, persist)
-        data = persist(prepared.vectors.join(truth, "customer_id"))
-        result["customers"] = data.count()
+    with demo_customers() as demo:
         for algorithm in args.algorithms.split(","):
             for k in (int(x) for x in args.ks.split(",")):
                 for start in range(args.starts):
-                    seed = tcfg.seed + start * RESTART_STRIDE  # the seeds fit_best's restarts use
-                    model = build_estimator(algorithm, k, tcfg, seed).fit(data)
-                    predictions = model.transform(data).cache()
-                    metrics = evaluate_clustering(model, predictions, "features", "prediction", algorithm)
-                    ari = adjusted_rand_index(predictions, label, "prediction")
-                    row = {"algorithm": algorithm, "k": k, "seed": seed,
-                           "objective": round(objective(algorithm, model), 1),
-                           "silhouette": round(metrics["silhouette"], 4), "ari_vs_personas": round(ari, 4)}  # fmt: skip
+                    seed = demo.tcfg.seed + start * RESTART_STRIDE  # the seeds fit_best's restarts use
+                    estimator = build_estimator(algorithm, k, demo.tcfg, seed)
+                    model, predictions, _, measured = measured_fit(demo, estimator, algorithm, "prediction", None)
                     predictions.unpersist()
-                    print(json.dumps(row), flush=True)
-                    result["fits"].append(row)
-                    args.out.mkdir(parents=True, exist_ok=True)
-                    (args.out / "restarts.json").write_text(json.dumps(result, indent=1))
-    spark.stop()
+                    row = {
+                        "algorithm": algorithm,
+                        "k": k,
+                        "seed": seed,
+                        "objective": round(objective(algorithm, model), 1),
+                        "silhouette": measured["silhouette"],
+                        "ari_vs_personas": measured["ari_vs_personas"],
+                    }
+                    demo.record(row, args.out, "restarts.json")
     return 0
 
 
