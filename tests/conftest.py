@@ -122,6 +122,35 @@ def stop_process_group(process: subprocess.Popen) -> None:
             os.killpg(process.pid, signal.SIGKILL)
 
 
+# How pytest-xdist shares the tests out (`--dist loadfile`): one work unit per file, so that module
+# fixtures are built once, except that the files using the session's `trained` run are one unit and
+# so build it once, in one process (it took 121 s and 186 s, once in each, in a make test of
+# 2026-12-04). The standalone-cluster file, the longest unit (8 min 14 s alone), is handed out
+# first; by default pytest-xdist hands out the units with the most tests first, which started it
+# 17 minutes into a fresh clone's make test while the other process had run out of work.
+TRAINED_RUN_FILES = ("test_training_pipeline.py", "test_scoring_pipeline.py", "test_reliability_writes.py",
+                     "test_tracking_server.py")  # fmt: skip
+FIRST_UNIT = "tests/test_spark_submit_cluster.py"
+
+
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedRunScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return "the trained run's files" if Path(scope).name in TRAINED_RUN_FILES else scope
+
+        def _assign_work_unit(self, node) -> None:
+            if FIRST_UNIT in self.workqueue:
+                self.workqueue.move_to_end(FIRST_UNIT, last=False)
+            super()._assign_work_unit(node)
+
+    return SharedRunScheduling(config, log)
+
+
 @pytest.fixture(autouse=True)
 def _mlflow_state():
     """Every test gets back the MLflow state it started with, whatever it (or a job it ran) configured."""
