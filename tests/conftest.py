@@ -128,6 +128,7 @@ def stop_process_group(process: subprocess.Popen) -> None:
 # 2026-12-04). The standalone-cluster file, the longest unit (8 min 14 s alone), is handed out
 # first; by default pytest-xdist hands out the units with the most tests first, which started it
 # 17 minutes into a fresh clone's make test while the other process had run out of work.
+# `_split_scope` and `_assign_work_unit` are pytest-xdist's own (3.8.0, pinned in setup.py).
 TRAINED_RUN_FILES = ("test_training_pipeline.py", "test_scoring_pipeline.py", "test_reliability_writes.py",
                      "test_tracking_server.py")  # fmt: skip
 FIRST_UNIT = "tests/test_spark_submit_cluster.py"
