@@ -106,10 +106,10 @@ def test_a_model_saved_with_the_old_python_stages_still_scores_through_the_regis
     # 2026-12-04 saw its copy appear and go).
     own_tmp = tmp_path / "tmp"
     own_tmp.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(own_tmp))
-    loaded = tracking.load_registered_model("legacy-segments", alias="champion")  # the scoring job's loader
+    with monkeypatch.context() as patched:
+        patched.setattr(tempfile, "tempdir", str(own_tmp))
+        loaded = tracking.load_registered_model("legacy-segments", alias="champion")  # the scoring job's loader
     assert not list(own_tmp.glob("segmentation-model-*"))  # its download is gone
-    monkeypatch.undo()
     assert isinstance(loaded.model.stages[0], SignedLog1p) and isinstance(loaded.model.stages[-1], SegmentRelabeler)
     names = {s: f"name {s}" for s in MAPPING}
     scored = {r.customer_id: (r.segment, r.segment_name) for r in score(features, loaded, names).collect()}
