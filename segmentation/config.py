@@ -189,6 +189,9 @@ class PersonaSetConfig(_Section):
     shares: dict[str, float] = Field(default_factory=dict)
     # 1 = as defined; lower pulls every persona's behaviour toward the average persona (0 = all alike).
     separation: float = Field(1.0, ge=0.0, le=1.0)
+    # Share of customers planted as outliers far from every persona: each buys like a small business of
+    # its own (very large baskets of many items), so they form no group (ground truth label "outlier").
+    outlier_share: float = Field(0.0, ge=0.0, le=0.1)
 
     @model_validator(mode="after")
     def _consistent(self) -> PersonaSetConfig:
@@ -326,6 +329,19 @@ class RefitConfig(_Section):
     max_customers: int | None = Field(None, ge=1000)
 
 
+class DensityConfig(_Section):
+    """DBSCAN on a sample, extended to every customer, for the outlier flag (segmentation.density)."""
+
+    # Add is_outlier (no dense region near the customer) to the assignments, the current table and the report.
+    flag_outliers: bool = False
+    # DBSCAN runs on a uniform sample of about this many customers (scikit-learn, on the driver).
+    sample_size: int = Field(20000, ge=100)
+    # min_samples as a share of the sample (at least 10): a group of fewer customers cannot be dense.
+    min_samples_share: float = Field(0.01, gt=0.0, le=0.2)
+    # None: the knee of the sample's k-distance curve.
+    eps: float | None = Field(None, gt=0.0)
+
+
 class GroundTruthConfig(TableConfig):
     """Planted segments (synthetic data) to measure recovery; never used as a feature."""
 
@@ -379,6 +395,7 @@ class TrainingConfig(_Section):
     gaussian_mixture: GaussianMixtureParams = Field(default_factory=GaussianMixtureParams)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     refit: RefitConfig = Field(default_factory=RefitConfig)
+    density: DensityConfig = Field(default_factory=DensityConfig)
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
     ground_truth: GroundTruthConfig = Field(default_factory=lambda: GroundTruthConfig(path="data/ground_truth"))
     # Register the champion in the model registry. False logs the model only.

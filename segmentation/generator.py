@@ -25,6 +25,10 @@ one_time        30%    a single purchase day anywhere in the period
 ``bulk_buyers``, small businesses with baskets of about twelve items, and ``app_regulars``, many
 tiny app baskets), fixed shares for some of them, and a ``separation`` below 1 that pulls every
 persona's behaviour toward the average one. The defaults plant the seven above, unchanged.
+``outlier_share`` adds customers who belong to no persona (ground truth ``outlier``, the last
+customer ids): each buys like a reseller of its own, with a median basket drawn between 1,500 and
+30,000, 6 to 40 items per basket, up to 40% returns, a main category and channel of its own and
+a transaction count that varies, so they are far from every persona and from each other.
 
 Realistic mess: log-normal spend, returns as negative amounts (and negative
 quantities), a yearly seasonal peak in late November, exact duplicate
@@ -120,16 +124,26 @@ CATALOGUE: tuple[Persona, ...] = (
 # The seven personas planted by default (generator.personas.names).
 PERSONAS: tuple[Persona, ...] = tuple(p for p in CATALOGUE if p.name in DEFAULT_PERSONAS)
 
+# The planted outliers (generator.personas.outlier_share), always last. Their basket value and size
+# are drawn per customer (_OUTLIER_SPEND, _OUTLIER_ITEMS); spend_median and items_mean here are unused.
+OUTLIER = Persona("outlier", 0.0, 20, (0, 60), (200, 730), 0, 0.3, 0, 0.05,
+                  {c: 1.0 for c in CATEGORIES}, {c: 1.0 for c in CHANNELS}, 45, 90_000)  # fmt: skip
+_OUTLIER_SPEND = (1_500.0, 30_000.0)  # per-customer median basket value, drawn log-uniform
+_OUTLIER_ITEMS = (6.0, 40.0)  # per-customer mean items per basket, drawn uniform
+
 
 def planted_personas(cfg: PersonaSetConfig) -> tuple[Persona, ...]:
     """The personas ``generator.personas`` plants: chosen from :data:`CATALOGUE` by name, with their
-    shares, and pulled toward the average persona by ``separation`` (1 leaves them as defined)."""
+    shares, and pulled toward the average persona by ``separation`` (1 leaves them as defined);
+    :data:`OUTLIER` last when ``outlier_share`` is above 0 (the personas' shares are of the others)."""
     by_name = {p.name: p for p in CATALOGUE}
     unknown = [n for n in cfg.names if n not in by_name]
     if unknown:
         raise ConfigError(f"generator.personas.names: unknown persona(s) {unknown}; known: {list(by_name)}")
     chosen = _with_shares([by_name[n] for n in cfg.names], cfg.shares)
-    return tuple(chosen if cfg.separation == 1.0 else _pulled(chosen, cfg.separation))
+    chosen = chosen if cfg.separation == 1.0 else _pulled(chosen, cfg.separation)
+    outliers = (replace(OUTLIER, share=cfg.outlier_share),) if cfg.outlier_share > 0 else ()
+    return tuple(chosen) + outliers
 
 
 def _with_shares(personas: list[Persona], fixed: dict[str, float]) -> list[Persona]:
@@ -216,13 +230,17 @@ def customer_count(cfg: GeneratorConfig) -> int:
 
 
 def _persona_bounds(n_customers: int, personas: tuple[Persona, ...]) -> list[int]:
-    """Exclusive upper customer index of each persona (contiguous id ranges)."""
+    """Exclusive upper customer index of each persona (contiguous id ranges); the outliers, when
+    planted, take the last ``round(outlier_share * n_customers)`` ids."""
+    n_outliers = round(personas[-1].share * n_customers) if personas[-1].name == OUTLIER.name else 0
+    regular = personas[:-1] if n_outliers else personas
+    n_regular = n_customers - n_outliers
     bounds, acc = [], 0.0
-    for persona in personas:
+    for persona in regular:
         acc += persona.share
-        bounds.append(min(n_customers, round(acc * n_customers)))
-    bounds[-1] = n_customers
-    return bounds
+        bounds.append(min(n_regular, round(acc * n_regular)))
+    bounds[-1] = n_regular
+    return bounds + ([n_customers] if n_outliers else [])
 
 
 def _persona_of(customer_idx: Column, bounds: list[int]) -> Column:
@@ -268,9 +286,9 @@ def generate_transactions(spark: SparkSession, cfg: GeneratorConfig) -> DataFram
     personas = planted_personas(cfg.personas)
     df = _with_customer(_source_rows(spark, cfg), cfg, personas)
     s, p, cust = F.col("s"), F.col("persona"), F.col("cust")
-    amount, quantity = _amount_and_quantity(s, p, cfg.seed, personas)
-    category = _by_persona(p, [_pick(_uniform(s, 10, cfg.seed), x.categories) for x in personas])
-    channel = _by_persona(p, [_pick(_uniform(s, 13, cfg.seed), x.channels) for x in personas])
+    amount, quantity = _amount_and_quantity(s, p, cust, cfg.seed, personas)
+    category = _by_persona(p, [_outlier_pick(x, s, cust, 10, cfg.seed, x.categories) for x in personas])
+    channel = _by_persona(p, [_outlier_pick(x, s, cust, 13, cfg.seed, x.channels) for x in personas])
     return df.select(
         F.concat(F.lit("T"), F.lpad(s.cast("string"), 12, "0")).alias("transaction_id"),
         _customer_id(cust).alias("customer_id"),
@@ -302,7 +320,9 @@ def _with_customer(df: DataFrame, cfg: GeneratorConfig, personas: tuple[Persona,
     n_customers = customer_count(cfg)
     bounds = _persona_bounds(n_customers, personas)
     starts = [0] + bounds[:-1]
-    weights = [p.share * p.rate for p in personas]
+    # Persona shares are of the regular customers; the outliers' share is of all of them.
+    outlier_share = personas[-1].share if personas[-1].name == OUTLIER.name else 0.0
+    weights = [p.share * p.rate * (1.0 if p.name != OUTLIER.name else 1.0 / (1.0 - outlier_share)) for p in personas]
     total_weight = sum(weights)
     s = F.col("s")
     u_persona = _uniform(s, 2, cfg.seed)
@@ -315,7 +335,19 @@ def _with_customer(df: DataFrame, cfg: GeneratorConfig, personas: tuple[Persona,
     p = F.col("persona")
     size = _by_persona(p, [F.lit(max(1, b - a)) for a, b in zip(starts, bounds, strict=True)])
     start = _by_persona(p, [F.lit(a) for a in starts])
-    return df.withColumn("cust", start + F.floor(_uniform(s, 3, cfg.seed) * size).cast("long"))
+    # An outlier's share of the outliers' transactions varies (u squared), so their counts differ too.
+    u = _uniform(s, 3, cfg.seed)
+    u = F.when(p == len(personas) - 1, u * u).otherwise(u) if personas[-1].name == OUTLIER.name else u
+    return df.withColumn("cust", start + F.floor(u * size).cast("long"))
+
+
+def _outlier_pick(persona: Persona, s: Column, cust: Column, salt: int, seed: int, weights: dict[str, float]) -> Column:
+    """A persona's category or channel of a transaction; an outlier's is its own main one 70% of
+    the time (drawn per customer), any other the rest."""
+    drawn = _pick(_uniform(s, salt, seed), weights)
+    if persona.name != OUTLIER.name:
+        return drawn
+    return F.when(_uniform(s, salt + 40, seed) < 0.7, _pick(_uniform(cust, salt + 50, seed), weights)).otherwise(drawn)
 
 
 def _timestamp(s: Column, cust: Column, p: Column, cfg: GeneratorConfig, personas: tuple[Persona, ...]) -> Column:
@@ -331,17 +363,31 @@ def _timestamp(s: Column, cust: Column, p: Column, cfg: GeneratorConfig, persona
     return F.timestamp_seconds(F.unix_date(day).cast("long") * 86400 + seconds_in_day)
 
 
-def _amount_and_quantity(s: Column, p: Column, seed: int, personas: tuple[Persona, ...]) -> tuple[Column, Column]:
+def _amount_and_quantity(
+    s: Column, p: Column, cust: Column, seed: int, personas: tuple[Persona, ...]
+) -> tuple[Column, Column]:
     """A log-normal basket value (rounded to cents) and a geometric item count, both negative
-    for a return."""
+    for a return. An outlier's median basket and mean items are its own (drawn per customer)."""
+    low, high = (math.log(x) for x in _OUTLIER_SPEND)
+    log_median = [
+        F.lit(low) + _uniform(cust, 31, seed) * (high - low)
+        if x.name == OUTLIER.name
+        else F.lit(math.log(x.spend_median))
+        for x in personas
+    ]
+    items_mean = [
+        _OUTLIER_ITEMS[0] + _uniform(cust, 32, seed) * (_OUTLIER_ITEMS[1] - _OUTLIER_ITEMS[0])
+        if x.name == OUTLIER.name
+        else F.lit(x.items_mean)
+        for x in personas
+    ]
     spend = F.exp(
-        _by_persona(p, [F.lit(math.log(x.spend_median)) for x in personas])
-        + _by_persona(p, [F.lit(x.spend_sigma) for x in personas]) * _normal(s, 6, seed)
+        _by_persona(p, log_median) + _by_persona(p, [F.lit(x.spend_sigma) for x in personas]) * _normal(s, 6, seed)
     )
-    is_return = _uniform(s, 8, seed) < _by_persona(p, [F.lit(x.return_prob) for x in personas])
+    return_prob = [_uniform(cust, 33, seed) * 0.4 if x.name == OUTLIER.name else F.lit(x.return_prob) for x in personas]
+    is_return = _uniform(s, 8, seed) < _by_persona(p, return_prob)
     items = 1 + F.floor(
-        -F.log(F.greatest(_uniform(s, 9, seed), F.lit(1e-12)))
-        * _by_persona(p, [F.lit(x.items_mean - 1.0) for x in personas])
+        -F.log(F.greatest(_uniform(s, 9, seed), F.lit(1e-12))) * (_by_persona(p, items_mean) - 1.0)
     ).cast("int")
     sign = F.when(is_return, F.lit(-1)).otherwise(F.lit(1))
     return F.round(sign * spend, 2), (sign * items).cast("int")

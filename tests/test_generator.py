@@ -188,3 +188,29 @@ def test_a_bad_persona_set_names_its_key():
         PersonaSetConfig(names=("champions", "loyal"), shares={"new": 0.1})
     with pytest.raises(ValueError, match="leaving nothing"):
         PersonaSetConfig(names=("champions", "loyal"), shares={"loyal": 1.0})
+
+
+def test_planted_outliers_take_the_last_ids_and_buy_unlike_every_persona(spark):
+    cfg = GeneratorConfig(n_transactions=30_000, n_customers=1000, seed=3,
+                          personas=PersonaSetConfig(outlier_share=0.02))  # fmt: skip
+    out = generate(spark, cfg)
+    truth = out["ground_truth"].toPandas()
+    outliers = truth[truth["segment"] == "outlier"]
+    assert len(truth) == 1000 and len(outliers) == 20
+    assert sorted(outliers["customer_id"]) == sorted(truth["customer_id"])[-20:]
+    assert out["customers"].count() == 1000 and out["customers"].where("age IS NULL").count() == 0
+    baskets = {r.segment: r for r in out["transactions"].where("amount > 0").join(out["ground_truth"], "customer_id")
+               .groupBy("customer_id", "segment").agg(F.median("amount").alias("basket"))
+               .groupBy("segment").agg(F.min("basket").alias("low"), F.median("basket").alias("typical"),
+                                       F.countDistinct("customer_id").alias("buyers")).collect()}  # fmt: skip
+    assert baskets["outlier"].low > 2 * max(r.typical for s, r in baskets.items() if s != "outlier")
+    # Each has a basket size of its own, so they are not one more persona.
+    spread = (
+        out["transactions"]
+        .join(out["ground_truth"].where("segment = 'outlier'"), "customer_id")
+        .groupBy("customer_id")
+        .agg(F.median("amount").alias("basket"))
+        .agg(F.max("basket") / F.min("basket"))
+        .first()[0]
+    )
+    assert spread > 5
