@@ -23,13 +23,13 @@ RUNTIME = [
     "matplotlib==3.11.2",
     "scipy==1.17.1",  # optimal assignment for stable segment ids and persona names
     "Jinja2==3.1.6",  # the HTML segment report
+    "scikit-learn==1.9.1",  # DBSCAN for the outlier flag (segmentation.density); the reference in tests
 ]
 DEV = [
     "pytest==9.2.0",
     "pytest-randomly==5.1.0",  # test order shuffled (seed fixed in pyproject.toml), so order dependence shows
     "pytest-xdist==3.8.0",  # two test processes: one waits on a job's JVM while the other computes
     "ruff==0.17.6",
-    "scikit-learn==1.9.1",  # reference implementation in tests and the benchmark
     "Lifetimes==0.11.3",  # reference for the lifetimes-compatible feature columns
     "duckdb==2.0.0",  # single-machine peer in the benchmark
     "detect-secrets==1.5.0",  # the committed-credentials scan (tests/test_security.py)
