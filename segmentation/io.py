@@ -262,6 +262,8 @@ CLV_CURRENT_COLUMNS = {
     "clv_as_of": "DATE", "p_alive": "DOUBLE", "expected_purchases": "DOUBLE", "expected_avg_value": "DOUBLE",
     "clv": "DOUBLE",
 }  # fmt: skip
+# The outlier flag, when the model's training run fitted one (training.density.flag_outliers).
+OUTLIER_CURRENT_COLUMNS = {"is_outlier": "BOOLEAN"}
 
 
 def _read_delta(spark: SparkSession, target: OutputConfig) -> DataFrame:
@@ -291,32 +293,34 @@ def merge_current_assignments(spark: SparkSession, scored: DataFrame, target: Ou
     """Upsert one row per customer into the current-assignments Delta table.
 
     ``scored`` has customer_id, segment, segment_name, probability, model_version, and
-    optionally every column of :data:`CLV_CURRENT_COLUMNS`.
+    optionally every column of :data:`CLV_CURRENT_COLUMNS` and ``is_outlier``.
     A changed segment or model version moves ``segment_since`` to ``as_of``; an
     unchanged one only refreshes ``as_of`` (and the CLV values); a customer missing from
     ``scored`` is kept, flagged ``active = false`` with ``missing_since``. Rerunning the same
     snapshot changes no row. One MERGE, so one atomic commit (a table without the CLV
-    columns first gains them, nullable, in one ``ALTER TABLE`` commit that a rerun skips).
+    columns or the outlier flag first gains them, nullable, in one ``ALTER TABLE`` commit that a
+    rerun skips).
     """
     if target.format != "delta":
         raise ValueError(f"assignments table {target.location} must be Delta (MERGE needs it)")
     clv = [c for c in CLV_CURRENT_COLUMNS if c in scored.columns]
     if clv and len(clv) != len(CLV_CURRENT_COLUMNS):
         raise ValueError(f"scored assignments carry only some CLV columns: {clv}")
+    optional = clv + [c for c in OUTLIER_CURRENT_COLUMNS if c in scored.columns]
     staged = scored.select(
         "customer_id", "segment", "segment_name", "probability", "model_version",
-        F.lit(as_of).cast("date").alias("as_of"), *clv,
+        F.lit(as_of).cast("date").alias("as_of"), *optional,
     )  # fmt: skip
     if not table_exists(spark, target):
-        _create_current_assignments(staged, clv, target)
+        _create_current_assignments(staged, optional, target)
         return
-    _add_clv_columns(spark, target, clv)
+    _add_optional_columns(spark, target, optional)
     with _as_view(staged, "current") as source:
-        _merge(spark, target, _current_assignments_merge(_sql_name(target), source, clv, as_of))
+        _merge(spark, target, _current_assignments_merge(_sql_name(target), source, optional, as_of))
     log.info("merged %s assignments into %s", as_of, target.location)
 
 
-def _create_current_assignments(staged: DataFrame, clv: Sequence[str], target: OutputConfig) -> None:
+def _create_current_assignments(staged: DataFrame, optional: Sequence[str], target: OutputConfig) -> None:
     """The first snapshot: every staged customer active, in its segment since ``as_of``."""
     initial = staged.select(
         *staged.columns,
@@ -324,27 +328,28 @@ def _create_current_assignments(staged: DataFrame, clv: Sequence[str], target: O
         F.lit(True).alias("active"),
         F.lit(None).cast("date").alias("missing_since"),
     )
-    write_table(initial.select(*CURRENT_COLUMNS, *clv), target)
+    write_table(initial.select(*CURRENT_COLUMNS, *optional), target)
 
 
-def _add_clv_columns(spark: SparkSession, target: OutputConfig, clv: Sequence[str]) -> None:
-    """Give the current-assignments table those of the CLV columns ``clv`` it lacks (nullable,
-    in one ``ALTER TABLE`` commit)."""
-    absent = [c for c in clv if c not in _read_delta(spark, target).columns]
+def _add_optional_columns(spark: SparkSession, target: OutputConfig, optional: Sequence[str]) -> None:
+    """Give the current-assignments table those of the CLV and outlier columns ``optional`` it lacks
+    (nullable, in one ``ALTER TABLE`` commit)."""
+    absent = [c for c in optional if c not in _read_delta(spark, target).columns]
     if absent:
-        columns = ", ".join(f"`{c}` {CLV_CURRENT_COLUMNS[c]}" for c in absent)
+        types = {**CLV_CURRENT_COLUMNS, **OUTLIER_CURRENT_COLUMNS}
+        columns = ", ".join(f"`{c}` {types[c]}" for c in absent)
         with committing(target):
             spark.sql(f"ALTER TABLE {_sql_name(target)} ADD COLUMNS ({columns})")
-        log.info("added the CLV columns %s to %s", absent, target.location)
+        log.info("added the columns %s to %s", absent, target.location)
 
 
-def _current_assignments_merge(table: str, source: str, clv: Sequence[str], as_of: str) -> str:
+def _current_assignments_merge(table: str, source: str, optional: Sequence[str], as_of: str) -> str:
     """The MERGE of ``source`` into ``table`` (its rules in :func:`merge_current_assignments`)."""
     changed = "t.segment <> s.segment OR t.model_version <> s.model_version OR NOT t.active"
-    refreshed = ("as_of", "probability", "segment_name", *clv)
+    refreshed = ("as_of", "probability", "segment_name", *optional)
     # A new or changed assignment starts its segment_since at this snapshot.
     new_assignment = {
-        **{c: f"s.`{c}`" for c in ("segment", "segment_name", "probability", "model_version", "as_of", *clv)},
+        **{c: f"s.`{c}`" for c in ("segment", "segment_name", "probability", "model_version", "as_of", *optional)},
         "segment_since": "s.as_of",
         "active": "true",
         "missing_since": "CAST(NULL AS DATE)",

@@ -36,16 +36,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from segmentation.density import OUTLIER_COL as OUTLIER_FLAG
 from segmentation.preprocessing import NUMERIC_TYPES
 
 __all__ = [
-    "SegmentDescription", "category_columns", "category_lift", "describe_segments", "profile_columns",
-    "segment_profile", "top_categories",
+    "SegmentDescription", "category_columns", "category_lift", "describe_segments", "outlier_profile",
+    "profile_columns", "segment_profile", "top_categories",
 ]  # fmt: skip
 
 _KEYS = {"customer_id", "as_of", "segment", "cluster", "prediction", "probability", "model_version"}
@@ -195,6 +197,8 @@ class SegmentDescription:
     separating: dict[int, list[tuple[str, float]]]
     recommendations: dict[int, list[tuple[str, float]]]
     model_features: list[str]
+    # The customers flagged ``is_outlier`` (when the run flags them): their profile row, as a segment's.
+    outliers: dict[str, Any] | None = None
 
 
 def describe_segments(
@@ -221,6 +225,7 @@ def describe_segments(
         final_names = assign_personas(profile, names)
         explanation = explain_segments(raw, model_features, depth=rule_depth, seed=seed)
         lift = category_lift(raw, category_columns(columns))
+        outliers = outlier_profile(raw, columns, horizon_days) if OUTLIER_FLAG in raw.columns else None
     finally:
         raw.unpersist()
     recommendations = top_categories(lift, top_n) if not lift.empty else {}
@@ -236,4 +241,14 @@ def describe_segments(
         separating=separating_features(profile, model_features),
         recommendations=recommendations,
         model_features=list(model_features),
+        outliers=outliers,
     )
+
+
+def outlier_profile(raw: DataFrame, columns: Sequence[str], horizon_days: int = 365) -> dict[str, Any]:
+    """The profile of the customers ``raw`` flags ``is_outlier``, against every customer (the columns
+    of :func:`segment_profile`), or ``{"customers": 0}`` when none is flagged."""
+    flagged = raw.withColumn("_outlier", F.col(OUTLIER_FLAG).cast("int"))
+    rows = segment_profile(flagged, columns, segment_col="_outlier", horizon_days=horizon_days).toPandas()
+    row = rows[rows["segment"] == 1]
+    return {"customers": 0} if row.empty else row.drop(columns="segment").iloc[0].to_dict()

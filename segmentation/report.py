@@ -56,6 +56,7 @@ class SegmentReport:
     recommendations: dict[int, list[tuple[str, float]]]
     heatmap_features: list[str] = field(default_factory=list)
     choice: ChoicePanel | None = None
+    outliers: dict[str, Any] | None = None  # profiles.outlier_profile, when the run flags outliers
 
 
 def _png(figure: Figure) -> str:
@@ -178,6 +179,17 @@ features.</p>{% endif %}
 {% for f in choice.finalists %}<tr><td>{{ f.algorithm }}</td><td>{{ f.k }}</td><td>{{ f.silhouette }}</td>
 <td>{{ f.stability }}</td><td>{{ f.smallest }}</td><td>{{ "champion" if f.champion else "" }}</td></tr>
 {% endfor %}</table></section>{% endif %}
+{% if outliers %}<section id="outliers"><h2>Outliers</h2>
+<p>{{ "{:,}".format(outliers.customers) }} customers ({{ outliers.share }}) are in no dense region of the customer
+space: they keep their segment above, but buy unlike anyone near them, so look at them one by one before a campaign
+(resellers, staff accounts, fraud, data errors). Found by density clustering (DBSCAN) on a sample of customers;
+they carry <code>is_outlier</code> in the assignments and the current segments.</p>
+{% if outliers.customers %}<div class="kpis">
+ <div class="kpi">revenue share<b>{{ outliers.revenue_share }}</b></div>
+ <div class="kpi">value / customer<b>{{ outliers.historical }}</b></div></div>
+<h4>What sets them apart</h4><table><tr><th>feature</th><th>outliers' mean</th><th>against all customers</th></tr>
+{% for f in outliers.features %}<tr><td>{{ f.name }}</td><td>{{ f.mean }}</td><td>{{ f.z }} sd</td></tr>
+{% endfor %}</table>{% endif %}</section>{% endif %}
 </body></html>
 """
 
@@ -239,7 +251,25 @@ def render_report(r: SegmentReport, horizon_days: int = 365) -> str:
         horizon=horizon_days,
         choice=choice,
         unstable=unstable,
+        outliers=_outliers(r.outliers, r.customers),
     )
+
+
+def _outliers(profile: dict[str, Any] | None, customers: int, n_features: int = 6) -> dict[str, Any] | None:
+    """The outlier panel's data: their count and shares, and the features where their mean is
+    farthest from every customer's, in standard deviations."""
+    if profile is None:
+        return None
+    count = int(profile.get("customers", 0))
+    z = {k[2:]: float(v) for k, v in profile.items() if k.startswith("z_") and not pd.isna(v)}
+    top = sorted(z, key=lambda f: -abs(z[f]))[:n_features]
+    return {
+        "customers": count,
+        "share": _percent1(count / customers if customers else None),
+        "revenue_share": _percent1(profile.get("revenue_share")),
+        "historical": _money(profile.get("historical_value")),
+        "features": [{"name": f, "mean": f"{float(profile[f'mean_{f}']):,.2f}", "z": f"{z[f]:+.1f}"} for f in top],
+    }
 
 
 def _choice(panel: ChoicePanel | None) -> tuple[dict[str, Any] | None, str | None]:

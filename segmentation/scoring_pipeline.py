@@ -9,7 +9,8 @@ Order of work, chosen so that a failure leaves no partial output:
    ``scoring.compute_features``) and check it has every input column of the model's signature, with a numeric type:
    anything else stops with :class:`~segmentation.errors.ModelMismatchError` before
    any write;
-3. score once, persisted, so every later step sees the same assignments; with
+3. score once, persisted, so every later step sees the same assignments (with
+   ``is_outlier`` when the model's training run fitted the outlier flag); with
    ``scoring.attach_clv``, the CLV job's values of the newest CLV snapshot on or before
    this one (``clv.output``) are joined on, so the current table carries them;
 4. migration (previous current table vs these assignments) and drift (the model's
@@ -33,6 +34,7 @@ from pyspark.sql import functions as F
 
 from segmentation import plots, tracking
 from segmentation.config import AppConfig
+from segmentation.density import OUTLIER_COL, DensityModel, assign_density
 from segmentation.errors import ContractError, ModelMismatchError
 from segmentation.identity import IdentityMapping
 from segmentation.io import merge_assignment_history, merge_current_assignments, read_table, table_exists
@@ -79,9 +81,13 @@ def check_schema(features: DataFrame, loaded: tracking.LoadedModel, location: st
         )
 
 
-def score(features: DataFrame, loaded: tracking.LoadedModel, names: dict[int, str]) -> DataFrame:
-    """customer_id, segment (stable id), segment_name, probability (GMM, else null), model_version."""
+def score(
+    features: DataFrame, loaded: tracking.LoadedModel, names: dict[int, str], density: DensityModel | None = None
+) -> DataFrame:
+    """customer_id, segment (stable id), segment_name, probability (GMM, else null), model_version, and
+    ``is_outlier`` when the model's training run fitted the outlier flag (``density``)."""
     predicted = loaded.model.transform(features)
+    predicted = predicted if density is None else assign_density(predicted, density)
     probability = (
         F.array_max(vector_to_array(F.col("probability")))
         if "probability" in predicted.columns
@@ -97,6 +103,7 @@ def score(features: DataFrame, loaded: tracking.LoadedModel, names: dict[int, st
         segment_name.alias("segment_name"),
         probability.alias("probability"),
         F.lit(loaded.version).alias("model_version"),
+        *([OUTLIER_COL] if density is not None else []),
     )
 
 
@@ -137,6 +144,8 @@ def run_scoring(spark: SparkSession, cfg: AppConfig) -> ScoringResult:
     check_schema(snapshot, loaded, cfg.features.output.location)
     identity = tracking.load_run_dict(loaded.run_id, tracking.IDENTITY_ARTIFACT)
     names = IdentityMapping.from_dict(identity).names if identity else {}
+    stored = tracking.load_run_dict(loaded.run_id, tracking.DENSITY_ARTIFACT)
+    density = DensityModel.from_dict(stored) if stored else None
     clv_values, clv_as_of = latest_clv(spark, cfg, as_of) if cfg.scoring.attach_clv else (None, None)
     if clv_as_of is not None and clv_as_of != as_of:
         log.warning("the newest CLV values in %s are of %s, older than the scored snapshot %s",
@@ -145,7 +154,7 @@ def run_scoring(spark: SparkSession, cfg: AppConfig) -> ScoringResult:
             "model_version": loaded.version, "model_sha256": loaded.checksum, "training_run_id": loaded.run_id,
             **({"clv_as_of": clv_as_of} if clv_as_of else {}), **tracking.environment_tags()}  # fmt: skip
     with tracking.tracked_run(f"score-{as_of}", tags=tags) as run, persisting() as persist:
-        scored = score(snapshot, loaded, names)
+        scored = score(snapshot, loaded, names, density)
         scored = persist(scored.join(clv_values, "customer_id", how="left") if clv_values is not None else scored)
         counts = {int(r.segment): int(r["count"]) for r in scored.groupBy("segment").count().collect()}
         if not counts:

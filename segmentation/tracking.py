@@ -84,6 +84,7 @@ SWEEP_ARTIFACT = "selection/sweep.csv"
 PROFILE_ARTIFACT = "profiles/segment_profile.csv"
 RULES_ARTIFACT = "profiles/segment_rules.json"
 REPORT_ARTIFACT = "report/segment_report.html"
+DENSITY_ARTIFACT = "density/dbscan_model.json"  # the outlier flag's DBSCAN (segmentation.density)
 # MLflow's UI opens an experiment without this tag on its GenAI overview (traces, token use);
 # with it, on the runs table and the model-training views.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"

@@ -1,4 +1,5 @@
-"""The training job: read a feature snapshot, then prepare, sweep, finalise, describe, compare, publish.
+"""The training job: read a feature snapshot, then prepare, sweep, fit the outlier flag, finalise,
+describe, compare, publish.
 
 The stages are in :mod:`segmentation.training_stages` (and :mod:`segmentation.sweep`);
 none of them logs or writes. :func:`segmentation.training_publish.publish` does every MLflow
@@ -22,7 +23,16 @@ from segmentation.io import delta_version
 from segmentation.snapshots import persisting, read_quality, read_snapshot
 from segmentation.sweep import run_sweep
 from segmentation.training_publish import TrainingResult, publish
-from segmentation.training_stages import Laps, Trained, compare, current_champion, describe, finalise, prepare
+from segmentation.training_stages import (
+    Laps,
+    Trained,
+    compare,
+    current_champion,
+    describe,
+    finalise,
+    fit_outliers,
+    prepare,
+)
 
 __all__ = ["TrainingResult", "run_training"]
 
@@ -42,7 +52,9 @@ def run_training(spark: SparkSession, cfg: AppConfig, quality: dict[str, float] 
         laps("prepare")
         sweep = run_sweep(cfg.training, prepared.sample)
         laps("sweep")
-        final = finalise(spark, cfg, prepared, sweep, previous, persist)
+        density = fit_outliers(cfg.training, prepared)
+        laps("outliers")
+        final = finalise(spark, cfg, prepared, sweep, previous, persist, density)
         laps("refit")
         description = describe(spark, cfg, prepared, final)
         comparison = compare(spark, cfg, prepared, final, previous)

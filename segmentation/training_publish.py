@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 
 from segmentation import plots, tracking
 from segmentation.config import AppConfig
+from segmentation.density import OUTLIER_COL
 from segmentation.identity import IdentityMapping
 from segmentation.io import write_table
 from segmentation.models import param_record
@@ -71,8 +72,9 @@ def publish(spark: SparkSession, cfg: AppConfig, trained: Trained, run_id: str, 
     key = str(version or run_id)
     as_of = trained.prepared.as_of
     assignments = _assignments(final.assigned, final.choice.champion, as_of, key)
+    # mergeSchema: is_outlier appears in a table written before the outlier flag was turned on.
     write_table(assignments, cfg.training.assignments, partition_by=["as_of"],
-                replace_where={"as_of": as_of, "model_version": key})  # fmt: skip
+                replace_where={"as_of": as_of, "model_version": key}, merge_schema=True)  # fmt: skip
     label = f"{cfg.mlflow.registered_model} v{version}" if version else f"run {run_id}"
     panel = ChoicePanel(pd.DataFrame(trained.sweep.ordered_records()), final.choice.rationale)
     _write_profiles(spark, cfg, description, as_of, key, label, panel)
@@ -125,11 +127,13 @@ def _log_sweep(cfg: AppConfig, trained: Trained, run_tags: dict[str, Any]) -> No
             ended=started + record["fit_seconds"] + record["metrics_seconds"],
         )  # fmt: skip
     tracking.set_tags({"algorithm": final.choice.champion, "k": final.choice.champion_k, "role": "parent"})
-    tracking.log_metrics({f"champion_{m}": v for m, v in final.metrics.items() if not math.isnan(v)
-                          and m != "ground_truth_ari"})  # fmt: skip
-    if "ground_truth_ari" in final.metrics:
-        tracking.log_metrics({"ground_truth_ari": final.metrics["ground_truth_ari"]})
+    # The champion's quality metrics carry its prefix; the ground truth's and the outlier flag's do not.
+    own = ("ground_truth_", "outlier_", "density_")
+    tracking.log_metrics({m if m.startswith(own) else f"champion_{m}": v for m, v in final.metrics.items()
+                          if not math.isnan(v)})  # fmt: skip
     tracking.log_metrics({"refit_rows": float(final.refit_rows)})
+    if final.density is not None:
+        tracking.log_dict(final.density.to_dict(), tracking.DENSITY_ARTIFACT)
     tracking.log_dict(final.choice.rationale, tracking.RATIONALE_ARTIFACT)
     tracking.log_table(pd.DataFrame(sweep.ordered_records()), tracking.SWEEP_ARTIFACT)
 
@@ -204,6 +208,7 @@ def _write_profiles(
             recommendations=description.recommendations,
             heatmap_features=description.model_features,
             choice=choice,
+            outliers=description.outliers,
         ),
         horizon_days=pcfg.value_horizon_days,
     )  # fmt: skip
@@ -217,7 +222,8 @@ def _write_profiles(
 
 
 def _assignments(assigned: DataFrame, algorithm: str, as_of: str, model_version: str) -> DataFrame:
-    """customer_id, segment, cluster, membership probability (GMM only, else null), model_version, as_of."""
+    """customer_id, segment, cluster, membership probability (GMM only, else null), is_outlier (when the
+    run flags outliers), model_version, as_of."""
     probability = (
         F.array_max(vector_to_array(F.col("probability")))
         if algorithm == "gaussian_mixture"
@@ -228,6 +234,7 @@ def _assignments(assigned: DataFrame, algorithm: str, as_of: str, model_version:
         F.col("prediction").cast("int").alias(SEGMENT_COL),
         F.col(CLUSTER_COL).cast("int").alias(CLUSTER_COL),
         probability.alias("probability"),
+        *([OUTLIER_COL] if OUTLIER_COL in assigned.columns else []),
         F.lit(str(model_version)).alias("model_version"),
         F.lit(as_of).cast("date").alias("as_of"),
     )

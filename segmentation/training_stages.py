@@ -26,6 +26,7 @@ from pyspark.sql import functions as F
 
 from segmentation import tracking
 from segmentation.config import AppConfig, TrainingConfig
+from segmentation.density import DENSITY_COL, OUTLIER_COL, DensityModel, assign_density, fit_on_sample
 from segmentation.errors import ContractError
 from segmentation.evaluation import adjusted_rand_index, evaluate_clustering
 from segmentation.identity import (
@@ -57,15 +58,17 @@ __all__ = [
     "current_champion",
     "describe",
     "finalise",
+    "fit_outliers",
     "prepare",
 ]
 
 log = logging.getLogger(__name__)
 
 SEGMENT_COL = "segment"
+OUTLIER_LABEL = "outlier"  # the generator's ground-truth label of its planted outliers
 CLUSTER_COL = "cluster"
 # What the stages after finalise read of the scored snapshot (probability: GaussianMixture only).
-_ASSIGNED_COLUMNS = ("customer_id", "features", CLUSTER_COL, "prediction", "probability")
+_ASSIGNED_COLUMNS = ("customer_id", "features", CLUSTER_COL, "prediction", "probability", OUTLIER_COL, DENSITY_COL)
 
 
 class Laps:
@@ -112,6 +115,7 @@ class Final:
     old_segments: DataFrame | None  # the champion's segments of these customers
     metrics: dict[str, float]
     refit_rows: int  # the customers the champion was fitted on
+    density: DensityModel | None = None  # the outlier flag's DBSCAN (training.density.flag_outliers)
 
 
 @dataclass(frozen=True)
@@ -167,10 +171,26 @@ def prepare(snapshot: DataFrame, as_of: str, tcfg: TrainingConfig, persist: Pers
     return Prepared(snapshot, as_of, feature_cols, preprocessing, vectors, sample, n_customers, n_sample)
 
 
+def fit_outliers(tcfg: TrainingConfig, prepared: Prepared) -> DensityModel | None:
+    """DBSCAN on a sample of the customers for the outlier flag (:mod:`segmentation.density`), or None
+    when ``training.density.flag_outliers`` is off."""
+    if not tcfg.density.flag_outliers:
+        return None
+    transformed = prepared.preprocessing.transform(prepared.snapshot)
+    return fit_on_sample(transformed, prepared.preprocessing, tcfg.density, prepared.n_customers, tcfg.seed)
+
+
 def finalise(
-    spark: SparkSession, cfg: AppConfig, prepared: Prepared, sweep: Sweep, previous: Champion | None, persist: Persist
+    spark: SparkSession,
+    cfg: AppConfig,
+    prepared: Prepared,
+    sweep: Sweep,
+    previous: Champion | None,
+    persist: Persist,
+    density: DensityModel | None = None,
 ) -> Final:
-    """Choose the champion, refit it on every customer, give its clusters stable ids and assign them."""
+    """Choose the champion, refit it on every customer, give its clusters stable ids and assign them
+    (with ``is_outlier`` when there is a ``density`` model)."""
     tcfg, sel = cfg.training, cfg.training.selection
     choice = choose(sweep.ordered_records(), tcfg.algorithms, sel.min_cluster_share, sel.min_stability,
                     sel.silhouette_tolerance, sel.k_criterion, sel.stable_ari)  # fmt: skip
@@ -188,11 +208,45 @@ def finalise(
     identity, old_segments = _stable_identity(cfg, previous, snapshot, clustered, k)
     model = assemble_model(prepared.preprocessing, cluster_model, identity)
     scored = model.transform(snapshot)
+    scored = scored if density is None else assign_density(scored, density)
     assigned = persist(scored.select(*[c for c in _ASSIGNED_COLUMNS if c in scored.columns]))
     metrics = evaluate_clustering(cluster_model, assigned, "features", CLUSTER_COL, champion, refit_rows)
+    if density is not None:
+        metrics |= _outlier_metrics(assigned, density)
     if tcfg.ground_truth.enabled:
         metrics["ground_truth_ari"] = _ground_truth_ari(spark, tcfg, assigned)
-    return Final(choice, cluster_model, model, assigned, identity, old_segments, metrics, refit_rows)
+        if density is not None:
+            metrics |= _ground_truth_outliers(spark, tcfg, assigned)
+    return Final(choice, cluster_model, model, assigned, identity, old_segments, metrics, refit_rows, density)
+
+
+def _outlier_metrics(assigned: DataFrame, density: DensityModel) -> dict[str, float]:
+    row = assigned.agg(F.count(F.lit(1)).alias("n"), F.sum(F.col(OUTLIER_COL).cast("int")).alias("outliers")).first()
+    n, outliers = int(row["n"]), int(row["outliers"] or 0)
+    log.info("outlier flag: %d of %d customers (%.2f%%)", outliers, n, 100 * outliers / max(n, 1))
+    return {"outlier_count": float(outliers), "outlier_share": outliers / max(n, 1), "density_eps": density.eps,
+            "density_min_samples": float(density.min_samples), "density_clusters": float(density.n_clusters),
+            "density_sample_noise_share": density.sample_noise_share}  # fmt: skip
+
+
+def _ground_truth_outliers(spark: SparkSession, tcfg: TrainingConfig, assigned: DataFrame) -> dict[str, float]:
+    """With planted outliers (ground truth label ``outlier``): the share of them flagged, and the share
+    of the other customers flagged."""
+    label = tcfg.ground_truth.label_column
+    truth = read_table(spark, tcfg.ground_truth, columns=["customer_id", label])
+    planted = (F.col(label) == F.lit(OUTLIER_LABEL)).cast("int")
+    flagged = F.col(OUTLIER_COL).cast("int")
+    row = assigned.select("customer_id", OUTLIER_COL).join(truth, "customer_id").agg(
+        F.sum(planted).alias("planted"), F.sum(planted * flagged).alias("found"),
+        F.sum((1 - planted) * flagged).alias("false"), F.count(F.lit(1)).alias("n"),
+    ).first()  # fmt: skip
+    planted_n = int(row["planted"] or 0)
+    if planted_n == 0:
+        return {}
+    recall, false_share = int(row["found"]) / planted_n, int(row["false"]) / max(int(row["n"]) - planted_n, 1)
+    log.info("outlier flag against the planted outliers: %.1f%% of %d found, %.2f%% of the others flagged",
+             100 * recall, planted_n, 100 * false_share)  # fmt: skip
+    return {"ground_truth_outlier_recall": recall, "ground_truth_outlier_false_share": false_share}
 
 
 def refit_rows_of(prepared: Prepared, tcfg: TrainingConfig, persist: Persist) -> tuple[DataFrame, int]:
@@ -258,8 +312,10 @@ def _stable_identity(
 def describe(spark: SparkSession, cfg: AppConfig, prepared: Prepared, final: Final) -> SegmentDescription:
     """Profile, name and explain the segments in raw units (with the CLV job's values when it scored
     this snapshot); kept segments keep their names, ``profiles.names`` wins over both."""
+    flag = [OUTLIER_COL] if OUTLIER_COL in final.assigned.columns else []
     raw = prepared.snapshot.join(
-        final.assigned.select("customer_id", F.col("prediction").cast("int").alias(SEGMENT_COL)), "customer_id"
+        final.assigned.select("customer_id", F.col("prediction").cast("int").alias(SEGMENT_COL), *flag),
+        "customer_id",
     )
     pcfg = cfg.profiles
     return describe_segments(

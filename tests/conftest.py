@@ -85,10 +85,10 @@ def make_config(root: Path, **extra):
 
 @pytest.fixture(scope="session")
 def trained(spark, tmp_path_factory):
-    """One small end-to-end run (30k transactions, 1,200 customers, k 2..8) shared by the training,
-    scoring and identity tests; each of them writes its own outputs beside it."""
+    """One small end-to-end run (30k transactions, 1,200 customers, k 2..8, the outlier flag on) shared
+    by the training, scoring and identity tests; each of them writes its own outputs beside it."""
     root = tmp_path_factory.mktemp("training")
-    cfg = make_config(root)
+    cfg = make_config(root, **{"training.density.flag_outliers": "true"})
     tables = generate(spark, cfg.generator)
     write_table(tables["transactions"], cfg.features.output.model_copy(update={"path": str(root / "tx")}))
     write_table(tables["ground_truth"], cfg.features.output.model_copy(update={"path": str(root / "ground_truth")}))

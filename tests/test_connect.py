@@ -24,6 +24,7 @@ import pytest
 import yaml
 from conftest import SHORT_LIVED_JVM, free_port, make_config, stop_process_group
 from pyspark.ml import PipelineModel
+from pyspark.sql import functions as F
 
 from segmentation.spark import DELTA_CATALOG, DELTA_EXTENSION, delta_maven_coordinate
 from tests.spark_submit import SPARK_BIN
@@ -86,6 +87,7 @@ def connect_run(connect_server, tmp_path_factory):
             # server's task in Dlascl); KMeans and BisectingKMeans exercise the same Connect paths (fit,
             # summary, save, load).
             "training.algorithms": "[kmeans, bisecting_kmeans]",
+            "training.density.flag_outliers": "true",  # a pandas UDF and the scaler's std over Connect
             "scoring.current.path": root / "current",
             "scoring.history.path": root / "history",
             "mlflow.dfs_tmpdir": root / "dfs-tmp",
@@ -110,6 +112,10 @@ def test_every_job_runs_over_connect_and_scoring_merges_one_row_per_customer(spa
     assert features.count() > 400
     assert current.count() == current.select("customer_id").distinct().count() == features.count()
     assert history.where("is_current").count() == current.count()
+    # The outlier flag, fitted over Connect in training and applied again by the scoring job, agrees.
+    trained = spark.read.format("delta").load(cfg.training.assignments.path).select("customer_id", "is_outlier")
+    flags = current.select("customer_id", F.col("is_outlier").alias("scored")).join(trained, "customer_id")
+    assert flags.count() == current.count() and flags.where("scored IS NULL OR scored <> is_outlier").count() == 0
 
 
 def test_the_model_logged_over_connect_loads_in_classic_spark_and_gives_the_scored_segments(spark, connect_run):

@@ -115,6 +115,15 @@ def test_scoring_the_training_snapshot_through_the_alias_reproduces_the_training
     assert max(result.drift.psi.values()) < 0.01
 
 
+def test_the_current_table_carries_the_training_runs_outlier_flag(spark, scoring, first_scoring):
+    cfg, trained, *_ = scoring
+    current = {r.customer_id: r.is_outlier for r in spark.read.format("delta").load(cfg.scoring.current.path).collect()}
+    assignments = spark.read.format("delta").load(cfg.training.assignments.path)
+    trained_flags = {r.customer_id: r.is_outlier for r in
+                     assignments.where(f"model_version = '{trained.model_version}'").collect()}  # fmt: skip
+    assert current == trained_flags and any(current.values())
+
+
 def test_rerunning_the_same_snapshot_changes_no_row(spark, scoring, first_scoring, tmp_path):
     cfg, *_, train_as_of = scoring
     cfg = at(copied(cfg, tmp_path), train_as_of)

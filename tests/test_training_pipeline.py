@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from pyspark.ml.linalg import Vectors
 
 from segmentation import tracking
+from segmentation.density import DensityModel
 from segmentation.errors import ContractError, InputNotFoundError
 from segmentation.selection import choose, describe_choice
 from segmentation.sweep import run_sweep
@@ -99,7 +100,7 @@ def test_the_parent_run_holds_the_charts_selection_identity_and_profiles(trained
 def test_each_stages_seconds_are_parent_metrics_and_the_sweep_covers_its_longest_candidate(trained, runs):
     _, result = trained
     parent, children = runs
-    stages = ["prepare", "sweep", "refit", "profile", "charts", "log_model", "register", "write"]
+    stages = ["prepare", "sweep", "outliers", "refit", "profile", "charts", "log_model", "register", "write"]
     assert list(result.seconds) == stages
     assert {f"seconds_{s}": pytest.approx(v) for s, v in result.seconds.items()} == {
         m: v for m, v in parent.data.metrics.items() if m.startswith("seconds_")
@@ -160,7 +161,7 @@ def test_profiles_personas_rules_and_report_are_written_and_logged(spark, traine
 def test_the_report_explains_the_choice_and_the_rationale_gives_a_stability_verdict(trained):
     cfg, result = trained
     html = Path(cfg.profiles.report_dir, f"segment_report_{result.as_of}_{result.model_version}.html").read_text()
-    panel = html.split('id="choice"', 1)[1]
+    panel = html.split('id="choice"', 1)[1].split("</section>", 1)[0]
     sentences = describe_choice(tracking.load_run_dict(result.run_id, tracking.RATIONALE_ARTIFACT))
     assert all(sentence in panel for sentence in sentences) and f"with {result.k} segments" in sentences[-2]
     assert '<img alt="How k was chosen"' in panel and panel.count("<tr><td>") == len(result.choice.chosen_k)
@@ -169,6 +170,25 @@ def test_the_report_explains_the_choice_and_the_rationale_gives_a_stability_verd
     assert verdict["champion_stability_ari"] == pytest.approx(ari)
     assert verdict["stable"] == (ari >= cfg.training.selection.stable_ari)
     assert ('id="unstable"' in html) == (not verdict["stable"])
+
+
+def test_outliers_are_flagged_in_the_assignments_the_run_and_the_report(spark, trained):
+    cfg, result = trained
+    assignments = (
+        spark.read.format("delta")
+        .load(cfg.training.assignments.path)
+        .where(f"model_version = '{result.model_version}'")
+    )
+    flagged = assignments.where("is_outlier").count()
+    metrics = MlflowClient().get_run(result.run_id).data.metrics
+    assert flagged == metrics["outlier_count"] == result.metrics["outlier_count"]
+    # No outliers are planted here: DBSCAN's noise is the sparse edge of the personas (measured 2026-12-04).
+    assert 0 < flagged < 0.05 * assignments.count() and assignments.where("is_outlier IS NULL").count() == 0
+    model = DensityModel.from_dict(tracking.load_run_dict(result.run_id, tracking.DENSITY_ARTIFACT))
+    assert model.eps == pytest.approx(metrics["density_eps"]) and model.min_samples == metrics["density_min_samples"]
+    html = Path(cfg.profiles.report_dir, f"segment_report_{result.as_of}_{result.model_version}.html").read_text()
+    panel = html.split('id="outliers"', 1)[1]
+    assert f"{flagged:,} customers" in panel and "What sets them apart" in panel
 
 
 def test_planted_segments_are_recovered(trained):
