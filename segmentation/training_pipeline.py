@@ -1,5 +1,5 @@
-"""The training job: read a feature snapshot, then prepare, sweep, fit the outlier flag, finalise,
-describe, compare, publish.
+"""The training job: read a feature snapshot, then prepare, fit the outlier flag (and leave the
+outliers out of the fits), sweep, finalise, describe, compare, publish.
 
 The stages are in :mod:`segmentation.training_stages` (and :mod:`segmentation.sweep`);
 none of them logs or writes. :func:`segmentation.training_publish.publish` does every MLflow
@@ -50,10 +50,10 @@ def run_training(spark: SparkSession, cfg: AppConfig, quality: dict[str, float] 
         previous = current_champion(cfg)
         prepared = prepare(snapshot, as_of, cfg.training, persist)
         laps("prepare")
+        prepared, density = fit_outliers(cfg.training, prepared, persist)
+        laps("outliers")
         sweep = run_sweep(cfg.training, prepared.sample)
         laps("sweep")
-        density = fit_outliers(cfg.training, prepared)
-        laps("outliers")
         final = finalise(spark, cfg, prepared, sweep, previous, persist, density)
         laps("refit")
         description = describe(spark, cfg, prepared, final)

@@ -131,7 +131,7 @@ def _log_sweep(cfg: AppConfig, trained: Trained, run_tags: dict[str, Any]) -> No
     own = ("ground_truth_", "outlier_", "density_")
     tracking.log_metrics({m if m.startswith(own) else f"champion_{m}": v for m, v in final.metrics.items()
                           if not math.isnan(v)})  # fmt: skip
-    tracking.log_metrics({"refit_rows": float(final.refit_rows)})
+    tracking.log_metrics({"refit_rows": float(final.refit_rows), "outliers_left_out": float(prepared.n_left_out)})
     if final.density is not None:
         tracking.log_dict(final.density.to_dict(), tracking.DENSITY_ARTIFACT)
     tracking.log_dict(final.choice.rationale, tracking.RATIONALE_ARTIFACT)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -60,6 +60,7 @@ __all__ = [
     "finalise",
     "fit_outliers",
     "prepare",
+    "without_outliers",
 ]
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ class Prepared:
     sample: DataFrame  # the rows the sweep fits on (persisted; ``vectors`` itself when it is small)
     n_customers: int
     n_sample: int
+    n_left_out: int = 0  # flagged outliers left out of ``vectors`` and ``sample`` (:func:`without_outliers`)
 
 
 @dataclass(frozen=True)
@@ -171,13 +173,30 @@ def prepare(snapshot: DataFrame, as_of: str, tcfg: TrainingConfig, persist: Pers
     return Prepared(snapshot, as_of, feature_cols, preprocessing, vectors, sample, n_customers, n_sample)
 
 
-def fit_outliers(tcfg: TrainingConfig, prepared: Prepared) -> DensityModel | None:
-    """DBSCAN on a sample of the customers for the outlier flag (:mod:`segmentation.density`), or None
-    when ``training.density.flag_outliers`` is off."""
+def fit_outliers(tcfg: TrainingConfig, prepared: Prepared, persist: Persist) -> tuple[Prepared, DensityModel | None]:
+    """DBSCAN on a sample of the customers for the outlier flag (:mod:`segmentation.density`), and
+    ``prepared`` without the flagged customers when ``density.fit_without_outliers`` says so; ``prepared``
+    and None when ``training.density.flag_outliers`` is off."""
     if not tcfg.density.flag_outliers:
-        return None
+        return prepared, None
     transformed = prepared.preprocessing.transform(prepared.snapshot)
-    return fit_on_sample(transformed, prepared.preprocessing, tcfg.density, prepared.n_customers, tcfg.seed)
+    density = fit_on_sample(transformed, prepared.preprocessing, tcfg.density, prepared.n_customers, tcfg.seed)
+    return without_outliers(prepared, density, persist) if tcfg.density.fit_without_outliers else prepared, density
+
+
+def without_outliers(prepared: Prepared, density: DensityModel, persist: Persist) -> Prepared:
+    """``prepared`` with the customers ``density`` flags left out of the vectors the champion is refitted
+    on and of the sweep's sample (``training.density.fit_without_outliers``): they neither choose k nor
+    pull a centre; :func:`finalise` still assigns them a segment."""
+    flagged = assign_density(prepared.preprocessing.transform(prepared.snapshot), density)
+    outliers = persist(flagged.where(F.col(OUTLIER_COL)).select("customer_id"))
+    n_outliers = outliers.count()
+    vectors = persist(prepared.vectors.join(F.broadcast(outliers), "customer_id", "left_anti"))
+    small = prepared.sample is prepared.vectors
+    sample = vectors if small else persist(prepared.sample.join(F.broadcast(outliers), "customer_id", "left_anti"))
+    n_sample = sample.count()
+    log.info("leaving %d flagged outliers out of the sweep and the champion's fit", n_outliers)
+    return replace(prepared, vectors=vectors, sample=sample, n_sample=n_sample, n_left_out=n_outliers)
 
 
 def finalise(
@@ -254,7 +273,7 @@ def refit_rows_of(prepared: Prepared, tcfg: TrainingConfig, persist: Persist) ->
     ``refit.max_customers``, above it a uniform sample of about that many."""
     limit = tcfg.refit.max_customers
     if limit is None or prepared.n_customers <= limit:
-        return prepared.vectors, prepared.n_customers
+        return prepared.vectors, prepared.n_customers - prepared.n_left_out
     rows = persist(prepared.vectors.sample(False, limit / prepared.n_customers, tcfg.seed))
     n_rows = rows.count()
     log.info("refitting the champion on a sample of %d of %d customers (refit.max_customers=%d)",

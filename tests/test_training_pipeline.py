@@ -82,6 +82,8 @@ def test_below_the_refit_limit_the_champion_is_refitted_on_every_customer(spark,
     parent, _ = runs
     features = spark.read.format("delta").load(str(cfg.features.output.path))
     assert cfg.training.refit.max_customers is None
+    # The shared run flags outliers but fits on them too (training.density.fit_without_outliers is off).
+    assert parent.data.metrics["outliers_left_out"] == 0 < parent.data.metrics["outlier_count"]
     assert parent.data.metrics["refit_rows"] == features.where(features.as_of == result.as_of).count()
 
 
@@ -100,7 +102,7 @@ def test_the_parent_run_holds_the_charts_selection_identity_and_profiles(trained
 def test_each_stages_seconds_are_parent_metrics_and_the_sweep_covers_its_longest_candidate(trained, runs):
     _, result = trained
     parent, children = runs
-    stages = ["prepare", "sweep", "outliers", "refit", "profile", "charts", "log_model", "register", "write"]
+    stages = ["prepare", "outliers", "sweep", "refit", "profile", "charts", "log_model", "register", "write"]
     assert list(result.seconds) == stages
     assert {f"seconds_{s}": pytest.approx(v) for s, v in result.seconds.items()} == {
         m: v for m, v in parent.data.metrics.items() if m.startswith("seconds_")

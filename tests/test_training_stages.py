@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 from pyspark.ml.functions import array_to_vector
 from pyspark.sql import functions as F
 
 from segmentation.config import TrainingConfig
+from segmentation.density import assign_density
 from segmentation.snapshots import persisting
-from segmentation.training_stages import Prepared, refit_rows_of
+from segmentation.training_stages import Prepared, fit_outliers, prepare, refit_rows_of
 
 N = 5000
 
@@ -41,3 +43,28 @@ def test_above_the_limit_it_is_refitted_on_a_seeded_sample_that_holds_the_sweeps
         again, _ = refit_rows_of(prepared, tcfg, persist)
         assert {r.customer_id for r in again.select("customer_id").collect()} == ids  # the same rows each run
         assert rows.storageLevel.useMemory  # fitted over many iterations: persisted once
+
+
+def test_flagged_outliers_are_left_out_of_the_fits_and_only_they(spark):
+    rng = np.random.default_rng(5)
+    rows = [(f"c{i}", float(a), float(b)) for i, (a, b) in enumerate(rng.normal(0, 1, size=(300, 2)))]
+    rows += [("far1", 60.0, 60.0), ("far2", -50.0, 70.0)]
+    snapshot = spark.createDataFrame(rows, "customer_id string, a double, b double")
+    density_cfg = {"flag_outliers": True, "fit_without_outliers": True}
+    tcfg = TrainingConfig(features=["a", "b"], log_features=[], k_max=3, density=density_cfg)
+    with persisting() as persist:
+        prepared = prepare(snapshot, "2024-01-01", tcfg, persist)
+        assert prepared.sample is prepared.vectors  # 302 customers: the sweep fits on all of them
+        kept, density = fit_outliers(tcfg, prepared, persist)
+        ids = {r.customer_id for r in kept.vectors.select("customer_id").collect()}
+        flagged = assign_density(prepared.preprocessing.transform(snapshot), density).where("is_outlier")
+        outliers = {r.customer_id for r in flagged.select("customer_id").collect()}
+        assert {"far1", "far2"} <= outliers and len(outliers) < 10
+        assert ids == {r[0] for r in rows} - outliers and kept.sample is kept.vectors
+        assert kept.n_left_out == len(outliers) and kept.n_sample == len(ids) and kept.n_customers == 302
+        _, n_rows = refit_rows_of(kept, tcfg, persist)
+        assert n_rows == len(ids)
+    off = tcfg.model_copy(update={"density": tcfg.density.model_copy(update={"fit_without_outliers": False})})
+    with persisting() as persist:
+        same, density = fit_outliers(off, prepared, persist)
+        assert same is prepared and density is not None
