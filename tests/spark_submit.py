@@ -88,13 +88,14 @@ def submit(command: list[str], root: Path, env: dict[str, str], expect: int = 0)
     return done
 
 
-def delta_tables(spark, data: Path) -> dict[str, list[tuple]]:
-    """Every Delta table under ``data``, as sorted rows. The training tables keep one snapshot per
-    ``as_of`` and model version, and a retrain registers a new version: they are listed by version
-    (``segment_assignments@1``) without the version column, so that snapshots compare."""
+def delta_tables(spark, data: Path, drop: tuple[str, ...] = ()) -> dict[str, list[tuple]]:
+    """Every Delta table under ``data``, as sorted rows without the columns ``drop``. The training
+    tables keep one snapshot per ``as_of`` and model version, and a retrain registers a new version:
+    they are listed by version (``segment_assignments@1``) without the version column, so that
+    snapshots compare."""
     tables = {}
     for path in sorted(p for p in data.iterdir() if (p / "_delta_log").is_dir()):
-        df = spark.read.format("delta").load(str(path))
+        df = spark.read.format("delta").load(str(path)).drop(*drop)
         if path.name in ("segment_assignments", "segment_profiles"):
             for version in sorted(r.model_version for r in df.select("model_version").distinct().collect()):
                 rows = df.where(df.model_version == version).drop("model_version").collect()
