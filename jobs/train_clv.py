@@ -10,8 +10,6 @@ register them in MLflow, and write each customer's p_alive, expected purchases a
 from __future__ import annotations
 
 import logging
-import os
-import sys
 from collections.abc import Sequence
 
 from segmentation.cli import config_from_args, exit_with, job_parser, parse, run_job
@@ -26,10 +24,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> None:
         cfg = config_from_args(args)
-        if cfg.spark.master.startswith("local"):
-            # The scoring's pandas UDF runs in Python workers, which need this interpreter's numpy,
-            # scipy and pyarrow; on a cluster spark-submit or the runtime sets the executors' Python.
-            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         spark = get_spark(cfg.spark)
         result = run_clv(spark, cfg)
         if result.holdout:

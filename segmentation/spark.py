@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -115,6 +116,11 @@ def get_spark(settings: SparkConfig | None = None) -> SparkSession:
         log.info("reusing the active Spark session (master=%s)", active.conf.get("spark.master", "unknown"))
         return active
     remote = settings.remote or os.environ.get("SPARK_REMOTE")
+    if (remote or settings.master).startswith("local") and not _under_spark_submit():
+        # Python workers (the pandas UDFs of the outlier flag and the CLV scoring) need this
+        # interpreter's numpy, scikit-learn and pyarrow, not the first python3 on PATH; on a cluster
+        # spark-submit or the runtime sets the executors' Python.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     if remote:
         spark = _start(_connect_builder(remote, settings))
     elif _under_spark_submit():

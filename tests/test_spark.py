@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 
 import pytest
 from conftest import TEST_SPARK
@@ -128,3 +129,36 @@ def test_without_delta_spark_the_coordinate_says_what_to_fill_in(monkeypatch):
     assert delta_maven_coordinate() == "io.delta:delta-spark_4.2_2.13:4.4.0"
     monkeypatch.setattr(metadata, "version", version)
     assert delta_maven_coordinate() == "io.delta:delta-spark_4.2_2.13:<the Delta Lake release for Spark 4.2>"
+
+
+UDF_SCRIPT = """
+import pandas as pd
+from pyspark.sql import functions as F
+from segmentation.config import SparkConfig
+from segmentation.spark import get_spark
+
+spark = get_spark(SparkConfig(master="local[1]", driver_memory="1g", ui_enabled=False))
+
+@F.pandas_udf("long")
+def plus_one(s: pd.Series) -> pd.Series:
+    import sklearn  # noqa: F401  (what the outlier flag's workers import)
+    return s + 1
+
+print("sum", sum(r[0] for r in spark.range(3).select(plus_one("id")).collect()))
+"""
+
+
+def test_a_local_sessions_python_workers_run_this_interpreter_not_the_first_python3_on_path(tmp_path):
+    # make demo runs the jobs as .venv/bin/python with no PYSPARK_PYTHON: Spark would start its Python
+    # workers as `python3` from PATH, which lacks the project's packages (a fresh clone's make demo
+    # failed so in the outlier flag's pandas UDF on 2026-12-04). Here that python3 fails outright.
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "python3").write_text("#!/bin/sh\necho 'not the project python' >&2\nexit 1\n")
+    (shim / "python3").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")}
+    env["PATH"] = f"{shim}:{env['PATH']}"
+    done = subprocess.run([sys.executable, "-c", UDF_SCRIPT], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "sum 6" in done.stdout
