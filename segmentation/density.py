@@ -164,17 +164,22 @@ def fit_on_sample(transformed: DataFrame, preprocessing: PipelineModel, dcfg: De
 
 def _nearest_core_labeller(core_points: np.ndarray, core_labels: np.ndarray, eps: float, scale: np.ndarray):
     """A pandas UDF body: scaled rows -> the cluster of the nearest core within ``eps``, else -1.
-    Self-contained (numpy and scikit-learn only), so executors need not import this package."""
+    Self-contained (numpy and scikit-learn only), so executors need not import this package. The
+    k-d tree is built on a task's first batch and reused for its others."""
+    tree = None
 
     def label(values: pd.Series) -> pd.Series:
-        from sklearn.neighbors import KDTree
-
+        nonlocal tree
         if len(values) == 0:
             return pd.Series([], dtype="int32")
         points = np.stack(values.to_numpy()).astype(float) * scale
         if len(core_points) == 0:
             return pd.Series(np.full(len(points), -1, dtype="int32"))
-        distance, index = KDTree(core_points).query(points, k=1)
+        if tree is None:
+            from sklearn.neighbors import KDTree
+
+            tree = KDTree(core_points)
+        distance, index = tree.query(points, k=1)
         labels = np.where(distance[:, 0] <= eps, core_labels[index[:, 0]], -1)
         return pd.Series(labels.astype("int32"))
 

@@ -42,7 +42,7 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from segmentation.density import OUTLIER_COL as OUTLIER_FLAG
+from segmentation.density import OUTLIER_COL
 from segmentation.preprocessing import NUMERIC_TYPES
 
 __all__ = [
@@ -225,7 +225,7 @@ def describe_segments(
         final_names = assign_personas(profile, names)
         explanation = explain_segments(raw, model_features, depth=rule_depth, seed=seed)
         lift = category_lift(raw, category_columns(columns))
-        outliers = outlier_profile(raw, columns, horizon_days) if OUTLIER_FLAG in raw.columns else None
+        outliers = outlier_profile(raw, columns, horizon_days) if OUTLIER_COL in raw.columns else None
     finally:
         raw.unpersist()
     recommendations = top_categories(lift, top_n) if not lift.empty else {}
@@ -248,7 +248,7 @@ def describe_segments(
 def outlier_profile(raw: DataFrame, columns: Sequence[str], horizon_days: int = 365) -> dict[str, Any]:
     """The profile of the customers ``raw`` flags ``is_outlier``, against every customer (the columns
     of :func:`segment_profile`), or ``{"customers": 0}`` when none is flagged."""
-    flagged = raw.withColumn("_outlier", F.col(OUTLIER_FLAG).cast("int"))
+    flagged = raw.withColumn("_outlier", F.col(OUTLIER_COL).cast("int"))
     rows = segment_profile(flagged, columns, segment_col="_outlier", horizon_days=horizon_days).toPandas()
     row = rows[rows["segment"] == 1]
     return {"customers": 0} if row.empty else row.drop(columns="segment").iloc[0].to_dict()

@@ -26,7 +26,7 @@ from pyspark.sql import functions as F
 
 from segmentation import tracking
 from segmentation.config import AppConfig, TrainingConfig
-from segmentation.density import DENSITY_COL, OUTLIER_COL, DensityModel, assign_density, fit_on_sample
+from segmentation.density import OUTLIER_COL, DensityModel, assign_density, fit_on_sample
 from segmentation.errors import ContractError
 from segmentation.evaluation import adjusted_rand_index, evaluate_clustering
 from segmentation.identity import (
@@ -69,7 +69,7 @@ SEGMENT_COL = "segment"
 OUTLIER_LABEL = "outlier"  # the generator's ground-truth label of its planted outliers
 CLUSTER_COL = "cluster"
 # What the stages after finalise read of the scored snapshot (probability: GaussianMixture only).
-_ASSIGNED_COLUMNS = ("customer_id", "features", CLUSTER_COL, "prediction", "probability", OUTLIER_COL, DENSITY_COL)
+_ASSIGNED_COLUMNS = ("customer_id", "features", CLUSTER_COL, "prediction", "probability", OUTLIER_COL)
 
 
 class Laps:
