@@ -229,10 +229,15 @@ def customer_count(cfg: GeneratorConfig) -> int:
     return cfg.n_customers or max(len(cfg.personas.names), cfg.n_transactions // 20)
 
 
+def _outlier_share(personas: tuple[Persona, ...]) -> float:
+    """The planted outliers' share of all customers: :data:`OUTLIER`'s, always last, or 0 without them."""
+    return personas[-1].share if personas[-1].name == OUTLIER.name else 0.0
+
+
 def _persona_bounds(n_customers: int, personas: tuple[Persona, ...]) -> list[int]:
     """Exclusive upper customer index of each persona (contiguous id ranges); the outliers, when
     planted, take the last ``round(outlier_share * n_customers)`` ids."""
-    n_outliers = round(personas[-1].share * n_customers) if personas[-1].name == OUTLIER.name else 0
+    n_outliers = round(_outlier_share(personas) * n_customers)
     regular = personas[:-1] if n_outliers else personas
     n_regular = n_customers - n_outliers
     bounds, acc = [], 0.0
@@ -321,7 +326,7 @@ def _with_customer(df: DataFrame, cfg: GeneratorConfig, personas: tuple[Persona,
     bounds = _persona_bounds(n_customers, personas)
     starts = [0] + bounds[:-1]
     # Persona shares are of the regular customers; the outliers' share is of all of them.
-    outlier_share = personas[-1].share if personas[-1].name == OUTLIER.name else 0.0
+    outlier_share = _outlier_share(personas)
     weights = [p.share * p.rate * (1.0 if p.name != OUTLIER.name else 1.0 / (1.0 - outlier_share)) for p in personas]
     total_weight = sum(weights)
     s = F.col("s")
@@ -337,7 +342,7 @@ def _with_customer(df: DataFrame, cfg: GeneratorConfig, personas: tuple[Persona,
     start = _by_persona(p, [F.lit(a) for a in starts])
     # An outlier's share of the outliers' transactions varies (u squared), so their counts differ too.
     u = _uniform(s, 3, cfg.seed)
-    u = F.when(p == len(personas) - 1, u * u).otherwise(u) if personas[-1].name == OUTLIER.name else u
+    u = F.when(p == len(personas) - 1, u * u).otherwise(u) if _outlier_share(personas) else u
     return df.withColumn("cust", start + F.floor(u * size).cast("long"))
 
 
