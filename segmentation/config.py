@@ -346,6 +346,26 @@ class DensityConfig(_Section):
     fit_without_outliers: bool = False
 
 
+class HierarchyConfig(_Section):
+    """Two levels of segments (segmentation.hierarchy): broad segments, each split into sub-segments."""
+
+    enabled: bool = False
+    # The broad level's k range; it replaces training.k_min..k_max when the hierarchy is on.
+    broad_k: tuple[int, int] = (3, 6)
+    # Each broad segment's sub-segment k range, chosen by the same rule with the champion's algorithm.
+    sub_k: tuple[int, int] = (2, 4)
+    # A sub-segment holds at least this many customers (a broad segment is split only when a split
+    # by the rule respects it); smaller broad segments stay whole, as one sub-segment.
+    min_customers: int = Field(200, ge=1)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> HierarchyConfig:
+        for name, (low, high) in (("broad_k", self.broad_k), ("sub_k", self.sub_k)):
+            if not 2 <= low <= high:
+                raise ValueError(f"hierarchy.{name} must be [low, high] with 2 <= low <= high, got {[low, high]}")
+        return self
+
+
 class GroundTruthConfig(TableConfig):
     """Planted segments (synthetic data) to measure recovery; never used as a feature."""
 
@@ -400,6 +420,7 @@ class TrainingConfig(_Section):
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     refit: RefitConfig = Field(default_factory=RefitConfig)
     density: DensityConfig = Field(default_factory=DensityConfig)
+    hierarchy: HierarchyConfig = Field(default_factory=HierarchyConfig)
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
     ground_truth: GroundTruthConfig = Field(default_factory=lambda: GroundTruthConfig(path="data/ground_truth"))
     # Register the champion in the model registry. False logs the model only.

@@ -264,6 +264,8 @@ CLV_CURRENT_COLUMNS = {
 }  # fmt: skip
 # The outlier flag, when the model's training run fitted one (training.density.flag_outliers).
 OUTLIER_CURRENT_COLUMNS = {"is_outlier": "BOOLEAN"}
+# The second level, when the model has two (training.hierarchy).
+SUB_SEGMENT_CURRENT_COLUMNS = {"sub_segment": "INT", "sub_segment_name": "STRING"}
 
 
 def _read_delta(spark: SparkSession, target: OutputConfig) -> DataFrame:
@@ -293,7 +295,9 @@ def merge_current_assignments(spark: SparkSession, scored: DataFrame, target: Ou
     """Upsert one row per customer into the current-assignments Delta table.
 
     ``scored`` has customer_id, segment, segment_name, probability, model_version, and
-    optionally every column of :data:`CLV_CURRENT_COLUMNS` and ``is_outlier``.
+    optionally every column of :data:`CLV_CURRENT_COLUMNS`, ``is_outlier``, and ``sub_segment`` with
+    ``sub_segment_name``. A customer moving only between sub-segments keeps ``segment_since`` (the
+    sub-segment columns are refreshed as the CLV values are).
     A changed segment or model version moves ``segment_since`` to ``as_of``; an
     unchanged one only refreshes ``as_of`` (and the CLV values); a customer missing from
     ``scored`` is kept, flagged ``active = false`` with ``missing_since``. Rerunning the same
@@ -306,7 +310,7 @@ def merge_current_assignments(spark: SparkSession, scored: DataFrame, target: Ou
     clv = [c for c in CLV_CURRENT_COLUMNS if c in scored.columns]
     if clv and len(clv) != len(CLV_CURRENT_COLUMNS):
         raise ValueError(f"scored assignments carry only some CLV columns: {clv}")
-    optional = clv + [c for c in OUTLIER_CURRENT_COLUMNS if c in scored.columns]
+    optional = clv + [c for c in {**OUTLIER_CURRENT_COLUMNS, **SUB_SEGMENT_CURRENT_COLUMNS} if c in scored.columns]
     staged = scored.select(
         "customer_id", "segment", "segment_name", "probability", "model_version",
         F.lit(as_of).cast("date").alias("as_of"), *optional,
@@ -332,11 +336,11 @@ def _create_current_assignments(staged: DataFrame, optional: Sequence[str], targ
 
 
 def _add_optional_columns(spark: SparkSession, target: OutputConfig, optional: Sequence[str]) -> None:
-    """Give the current-assignments table those of the CLV and outlier columns ``optional`` it lacks
+    """Give the current-assignments table those of the CLV, outlier and sub-segment columns ``optional`` it lacks
     (nullable, in one ``ALTER TABLE`` commit)."""
     absent = [c for c in optional if c not in _read_delta(spark, target).columns]
     if absent:
-        types = {**CLV_CURRENT_COLUMNS, **OUTLIER_CURRENT_COLUMNS}
+        types = {**CLV_CURRENT_COLUMNS, **OUTLIER_CURRENT_COLUMNS, **SUB_SEGMENT_CURRENT_COLUMNS}
         columns = ", ".join(f"`{c}` {types[c]}" for c in absent)
         with committing(target):
             spark.sql(f"ALTER TABLE {_sql_name(target)} ADD COLUMNS ({columns})")

@@ -199,6 +199,8 @@ class SegmentDescription:
     model_features: list[str]
     # The customers flagged ``is_outlier`` (when the run flags them): their profile row, as a segment's.
     outliers: dict[str, Any] | None = None
+    # The two-level tree, one row per sub-segment (training.hierarchy; segmentation.hierarchy.describe_tree).
+    tree: pd.DataFrame | None = None
 
 
 def describe_segments(

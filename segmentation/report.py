@@ -57,6 +57,7 @@ class SegmentReport:
     heatmap_features: list[str] = field(default_factory=list)
     choice: ChoicePanel | None = None
     outliers: dict[str, Any] | None = None  # profiles.outlier_profile, when the run flags outliers
+    tree: pd.DataFrame | None = None  # hierarchy.describe_tree, with two levels of segments
 
 
 def _png(figure: Figure) -> str:
@@ -147,6 +148,20 @@ customers</p>{% if unstable %}<p class="warn" id="unstable"><b>Unstable segments
 {{ unstable }}</p>{% endif %}</header>
 <section id="sizes"><h2>Segment sizes and revenue</h2><div class="charts">
 <img alt="Segment sizes" src="{{ sizes }}"><img alt="Revenue share" src="{{ revenue }}"></div></section>
+{% if tree %}<section id="tree"><h2>Segment tree</h2>
+<p>Each broad segment is split into sub-segments for campaigns, named by what sets them apart inside their broad
+segment. The assignments and the current segments carry both levels (<code>segment</code>,
+<code>sub_segment</code>).</p>
+<table><tr><th>segment</th><th>customers</th><th>share</th><th>revenue share</th><th>what sets it apart in its
+segment</th></tr>
+{% for b in tree %}<tr class="broad" id="tree-{{ b.id }}"><td><b>{{ b.name }}</b> <span class="muted">· segment
+{{ b.id }}</span></td><td>{{ "{:,}".format(b.customers) }}</td><td>{{ b.share }}</td><td>{{ b.revenue }}</td><td>
+{{ "stays whole" if b.children|length == 1 else b.children|length ~ " sub-segments" }}</td></tr>
+{% if b.children|length > 1 %}{% for c in b.children %}<tr id="sub-segment-{{ c.id }}"><td style="padding-left:2em">
+└ {{ c.name }} <span class="muted">· sub-segment {{ c.id }}</span></td><td>{{ "{:,}".format(c.customers) }}</td>
+<td>{{ c.share }}</td><td>{{ c.revenue }}</td><td>{% for f, z in c.distinct %}<span class="tag">{{ f }}
+{{ "%+.1f"|format(z) }} sd</span>{% endfor %}</td></tr>{% endfor %}{% endif %}
+{% endfor %}</table></section>{% endif %}
 <section id="heatmap"><h2>Profile heatmap</h2><div class="charts"><img alt="Profile heatmap" src="{{ heatmap }}">
 </div></section>
 <section id="segments"><h2>Segments</h2><div class="cards">
@@ -252,7 +267,26 @@ def render_report(r: SegmentReport, horizon_days: int = 365) -> str:
         choice=choice,
         unstable=unstable,
         outliers=_outliers(r.outliers, r.customers),
+        tree=_tree(r.tree),
     )
+
+
+def _tree(tree: pd.DataFrame | None) -> list[dict[str, Any]] | None:
+    """The tree panel's data: each broad segment with its size, shares and sub-segments."""
+    if tree is None or tree.empty:
+        return None
+    broad = []
+    for segment, rows in tree.groupby("segment", sort=True):
+        children = [
+            {"id": int(r["sub_segment"]), "name": r["sub_segment_name"], "customers": int(r["customers"]),
+             "share": _percent1(r["customer_share"]), "revenue": _percent1(r["revenue_share"]),
+             "distinct": list(r["distinct"])}
+            for _, r in rows.sort_values("customers", ascending=False).iterrows()
+        ]  # fmt: skip
+        broad.append({"id": int(segment), "name": rows["segment_name"].iloc[0], "children": children,
+                      "customers": int(rows["customers"].sum()), "share": _percent1(rows["customer_share"].sum()),
+                      "revenue": _percent1(rows["revenue_share"].sum())})  # fmt: skip
+    return broad
 
 
 def _outliers(profile: dict[str, Any] | None, customers: int, n_features: int = 6) -> dict[str, Any] | None:

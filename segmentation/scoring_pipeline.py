@@ -10,7 +10,8 @@ Order of work, chosen so that a failure leaves no partial output:
    anything else stops with :class:`~segmentation.errors.ModelMismatchError` before
    any write;
 3. score once, persisted, so every later step sees the same assignments (with
-   ``is_outlier`` when the model's training run fitted the outlier flag); with
+   ``is_outlier`` when the model's training run fitted the outlier flag, and both levels,
+   ``sub_segment`` and its name, when the model has two); with
    ``scoring.attach_clv``, the CLV job's values of the newest CLV snapshot on or before
    this one (``clv.output``) are joined on, so the current table carries them;
 4. migration (previous current table vs these assignments) and drift (the model's
@@ -36,6 +37,7 @@ from segmentation import plots, tracking
 from segmentation.config import AppConfig
 from segmentation.density import OUTLIER_COL, DensityModel, assign_density
 from segmentation.errors import ContractError, ModelMismatchError
+from segmentation.hierarchy import SUB_NAME_COL, SUB_SEGMENT_COL
 from segmentation.identity import IdentityMapping
 from segmentation.io import merge_assignment_history, merge_current_assignments, read_table, table_exists
 from segmentation.monitoring import DriftReport, drift_report, migration_matrix
@@ -82,10 +84,15 @@ def check_schema(features: DataFrame, loaded: tracking.LoadedModel, location: st
 
 
 def score(
-    features: DataFrame, loaded: tracking.LoadedModel, names: dict[int, str], density: DensityModel | None = None
+    features: DataFrame,
+    loaded: tracking.LoadedModel,
+    names: dict[int, str],
+    density: DensityModel | None = None,
+    sub_names: dict[int, str] | None = None,
 ) -> DataFrame:
-    """customer_id, segment (stable id), segment_name, probability (GMM, else null), model_version, and
-    ``is_outlier`` when the model's training run fitted the outlier flag (``density``)."""
+    """customer_id, segment (stable id), segment_name, probability (GMM, else null), model_version,
+    ``is_outlier`` when the model's training run fitted the outlier flag (``density``), and
+    ``sub_segment`` with ``sub_segment_name`` when the model has two levels (``training.hierarchy``)."""
     predicted = loaded.model.transform(features)
     predicted = predicted if density is None else assign_density(predicted, density)
     probability = (
@@ -93,18 +100,27 @@ def score(
         if "probability" in predicted.columns
         else F.lit(None).cast("double")
     )
-    name_map = F.create_map(*[x for k, v in sorted(names.items()) for x in (F.lit(k), F.lit(v))]) if names else None
-    segment = F.col("prediction").cast("int")
-    segment_name = F.coalesce(name_map[segment] if name_map is not None else F.lit(None).cast("string"),
-                              F.concat(F.lit("segment "), segment.cast("string")))  # fmt: skip
+    segment, sub = F.col("prediction").cast("int"), F.col(SUB_SEGMENT_COL).cast("int")
+    two_levels = SUB_SEGMENT_COL in predicted.columns
     return predicted.select(
         "customer_id",
         segment.alias("segment"),
-        segment_name.alias("segment_name"),
+        _named(segment, names, "segment ").alias("segment_name"),
         probability.alias("probability"),
         F.lit(loaded.version).alias("model_version"),
         *([OUTLIER_COL] if density is not None else []),
-    )
+        *([sub.alias(SUB_SEGMENT_COL), _named(sub, sub_names or {}, "sub-segment ").alias(SUB_NAME_COL)]
+          if two_levels else []),
+    )  # fmt: skip
+
+
+def _named(ids: F.Column, names: dict[int, str], fallback: str) -> F.Column:
+    """The name of each id in ``names``, else ``fallback`` and the id."""
+    unnamed = F.concat(F.lit(fallback), ids.cast("string"))
+    if not names:
+        return unnamed
+    name_map = F.create_map(*[x for k, v in sorted(names.items()) for x in (F.lit(k), F.lit(v))])
+    return F.coalesce(name_map[ids], unnamed)
 
 
 @dataclass(frozen=True)
@@ -146,6 +162,8 @@ def run_scoring(spark: SparkSession, cfg: AppConfig) -> ScoringResult:
     names = IdentityMapping.from_dict(identity).names if identity else {}
     stored = tracking.load_run_dict(loaded.run_id, tracking.DENSITY_ARTIFACT)
     density = DensityModel.from_dict(stored) if stored else None
+    tree = tracking.load_run_dict(loaded.run_id, tracking.HIERARCHY_ARTIFACT)
+    sub_names = {int(r[SUB_SEGMENT_COL]): r[SUB_NAME_COL] for r in tree["tree"]} if tree else None
     clv_values, clv_as_of = latest_clv(spark, cfg, as_of) if cfg.scoring.attach_clv else (None, None)
     if clv_as_of is not None and clv_as_of != as_of:
         log.warning("the newest CLV values in %s are of %s, older than the scored snapshot %s",
@@ -154,7 +172,7 @@ def run_scoring(spark: SparkSession, cfg: AppConfig) -> ScoringResult:
             "model_version": loaded.version, "model_sha256": loaded.checksum, "training_run_id": loaded.run_id,
             **({"clv_as_of": clv_as_of} if clv_as_of else {}), **tracking.environment_tags()}  # fmt: skip
     with tracking.tracked_run(f"score-{as_of}", tags=tags) as run, persisting() as persist:
-        scored = score(snapshot, loaded, names, density)
+        scored = score(snapshot, loaded, names, density, sub_names)
         scored = persist(scored.join(clv_values, "customer_id", how="left") if clv_values is not None else scored)
         counts = {int(r.segment): int(r["count"]) for r in scored.groupBy("segment").count().collect()}
         if not counts:

@@ -40,6 +40,7 @@ from segmentation.config import MlflowConfig
 from segmentation.errors import ModelMismatchError, ModelNotFoundError
 
 __all__ = [
+    "HIERARCHY_ARTIFACT",
     "IDENTITY_ARTIFACT",
     "LoadedModel",
     "PROFILE_ARTIFACT",
@@ -85,6 +86,8 @@ PROFILE_ARTIFACT = "profiles/segment_profile.csv"
 RULES_ARTIFACT = "profiles/segment_rules.json"
 REPORT_ARTIFACT = "report/segment_report.html"
 DENSITY_ARTIFACT = "density/dbscan_model.json"  # the outlier flag's DBSCAN (segmentation.density)
+# The two-level tree (segmentation.hierarchy): the sub-segments' identity, each split and the named tree.
+HIERARCHY_ARTIFACT = "identity/segment_tree.json"
 # MLflow's UI opens an experiment without this tag on its GenAI overview (traces, token use);
 # with it, on the runs table and the model-training views.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"

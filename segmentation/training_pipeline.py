@@ -1,5 +1,6 @@
 """The training job: read a feature snapshot, then prepare, fit the outlier flag (and leave the
-outliers out of the fits), sweep, finalise, describe, compare, publish.
+outliers out of the fits), sweep, finalise, split into sub-segments (two levels), describe,
+compare, publish.
 
 The stages are in :mod:`segmentation.training_stages` (and :mod:`segmentation.sweep`);
 none of them logs or writes. :func:`segmentation.training_publish.publish` does every MLflow
@@ -19,6 +20,7 @@ from pyspark.sql import SparkSession
 
 from segmentation import tracking
 from segmentation.config import AppConfig
+from segmentation.hierarchy import broad_level
 from segmentation.io import delta_version
 from segmentation.snapshots import persisting, read_quality, read_snapshot
 from segmentation.sweep import run_sweep
@@ -32,6 +34,7 @@ from segmentation.training_stages import (
     finalise,
     fit_outliers,
     prepare,
+    split,
 )
 
 __all__ = ["TrainingResult", "run_training"]
@@ -40,6 +43,7 @@ __all__ = ["TrainingResult", "run_training"]
 def run_training(spark: SparkSession, cfg: AppConfig, quality: dict[str, float] | None = None) -> TrainingResult:
     """Train, choose and register a segmentation model on ``training.as_of`` (default: the newest snapshot)."""
     tracking.configure(cfg.mlflow)
+    cfg = cfg.model_copy(update={"training": broad_level(cfg.training)})  # two levels: the broad k range
     snapshot, as_of = read_snapshot(spark, cfg.features.output, cfg.training.as_of)
     version = delta_version(spark, cfg.features.output)
     tags = {"job": "train_segments", "feature_snapshot": as_of, "input_table": cfg.features.output.location,
@@ -56,6 +60,8 @@ def run_training(spark: SparkSession, cfg: AppConfig, quality: dict[str, float] 
         laps("sweep")
         final = finalise(spark, cfg, prepared, sweep, previous, persist, density)
         laps("refit")
+        final = split(spark, cfg, prepared, final, previous, persist)
+        laps("split")
         description = describe(spark, cfg, prepared, final)
         comparison = compare(spark, cfg, prepared, final, previous)
         laps("profile")

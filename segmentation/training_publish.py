@@ -24,6 +24,7 @@ from pyspark.sql import functions as F
 from segmentation import plots, tracking
 from segmentation.config import AppConfig
 from segmentation.density import OUTLIER_COL
+from segmentation.hierarchy import SUB_SEGMENT_COL
 from segmentation.identity import IdentityMapping
 from segmentation.io import write_table
 from segmentation.models import param_record
@@ -59,6 +60,7 @@ def publish(spark: SparkSession, cfg: AppConfig, trained: Trained, run_id: str, 
     identity = final.identity.with_names(description.names)  # scoring reads the names from here
     _log_sweep(cfg, trained, run_tags)
     _log_description(cfg, description, identity)
+    _log_tree(trained)
     _log_comparison(trained)
     _log_charts(trained, cfg.training.seed)
     laps("charts")
@@ -72,7 +74,7 @@ def publish(spark: SparkSession, cfg: AppConfig, trained: Trained, run_id: str, 
     key = str(version or run_id)
     as_of = trained.prepared.as_of
     assignments = _assignments(final.assigned, final.choice.champion, as_of, key)
-    # mergeSchema: is_outlier appears in a table written before the outlier flag was turned on.
+    # mergeSchema: is_outlier and sub_segment appear in a table written before their options were turned on.
     write_table(assignments, cfg.training.assignments, partition_by=["as_of"],
                 replace_where={"as_of": as_of, "model_version": key}, merge_schema=True)  # fmt: skip
     label = f"{cfg.mlflow.registered_model} v{version}" if version else f"run {run_id}"
@@ -156,6 +158,20 @@ def _log_description(cfg: AppConfig, description: SegmentDescription, identity: 
     )
 
 
+def _log_tree(trained: Trained) -> None:
+    """With two levels: the sub-segments' identity (named by their phrases, which a retrain keeps),
+    each broad segment's split and the named tree, where the scoring job and the next retrain read them."""
+    final, tree = trained.final, trained.description.tree
+    if final.sub_identity is None or tree is None:
+        return
+    phrases = {int(r[SUB_SEGMENT_COL]): r["phrase"] for _, r in tree.iterrows()}
+    rows = tree.drop(columns="distinct").to_dict(orient="records")
+    tracking.log_dict({"identity": final.sub_identity.with_names(phrases).as_dict(),
+                       "splits": [s.as_dict() for s in final.splits or []], "tree": rows},
+                      tracking.HIERARCHY_ARTIFACT)  # fmt: skip
+    tracking.log_table(tree.drop(columns="distinct"), "profiles/segment_tree.csv")
+
+
 def _log_comparison(trained: Trained) -> None:
     comparison = trained.comparison
     if comparison is None:
@@ -209,6 +225,7 @@ def _write_profiles(
             heatmap_features=description.model_features,
             choice=choice,
             outliers=description.outliers,
+            tree=description.tree,
         ),
         horizon_days=pcfg.value_horizon_days,
     )  # fmt: skip
@@ -223,7 +240,7 @@ def _write_profiles(
 
 def _assignments(assigned: DataFrame, algorithm: str, as_of: str, model_version: str) -> DataFrame:
     """customer_id, segment, cluster, membership probability (GMM only, else null), is_outlier (when the
-    run flags outliers), model_version, as_of."""
+    run flags outliers), sub_segment (with two levels), model_version, as_of."""
     probability = (
         F.array_max(vector_to_array(F.col("probability")))
         if algorithm == "gaussian_mixture"
@@ -235,6 +252,7 @@ def _assignments(assigned: DataFrame, algorithm: str, as_of: str, model_version:
         F.col(CLUSTER_COL).cast("int").alias(CLUSTER_COL),
         probability.alias("probability"),
         *([OUTLIER_COL] if OUTLIER_COL in assigned.columns else []),
+        *([F.col(SUB_SEGMENT_COL).cast("int")] if SUB_SEGMENT_COL in assigned.columns else []),
         F.lit(str(model_version)).alias("model_version"),
         F.lit(as_of).cast("date").alias("as_of"),
     )

@@ -29,6 +29,7 @@ from segmentation.config import AppConfig, TrainingConfig
 from segmentation.density import OUTLIER_COL, DensityModel, assign_density, fit_on_sample
 from segmentation.errors import ContractError
 from segmentation.evaluation import adjusted_rand_index, evaluate_clustering
+from segmentation.hierarchy import SUB_CLUSTER_COL, SUB_SEGMENT_COL, Split, describe_tree, fit_splits, sub_stages
 from segmentation.identity import (
     IdentityMapping,
     centroid_distances,
@@ -60,6 +61,7 @@ __all__ = [
     "finalise",
     "fit_outliers",
     "prepare",
+    "split",
     "without_outliers",
 ]
 
@@ -69,7 +71,8 @@ SEGMENT_COL = "segment"
 OUTLIER_LABEL = "outlier"  # the generator's ground-truth label of its planted outliers
 CLUSTER_COL = "cluster"
 # What the stages after finalise read of the scored snapshot (probability: GaussianMixture only).
-_ASSIGNED_COLUMNS = ("customer_id", "features", CLUSTER_COL, "prediction", "probability", OUTLIER_COL)
+_ASSIGNED_COLUMNS = ("customer_id", "features", CLUSTER_COL, "prediction", "probability", OUTLIER_COL,
+                     SUB_CLUSTER_COL, SUB_SEGMENT_COL)  # fmt: skip
 
 
 class Laps:
@@ -92,6 +95,7 @@ class Champion:
     loaded: tracking.LoadedModel
     identity: IdentityMapping
     tags: dict[str, str]
+    sub_identity: IdentityMapping | None = None  # its sub-segments' (training.hierarchy), or None
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,8 @@ class Final:
     metrics: dict[str, float]
     refit_rows: int  # the customers the champion was fitted on
     density: DensityModel | None = None  # the outlier flag's DBSCAN (training.density.flag_outliers)
+    splits: list[Split] | None = None  # each broad segment's split (training.hierarchy), or None
+    sub_identity: IdentityMapping | None = None  # sub_cluster -> stable sub_segment (training.hierarchy)
 
 
 @dataclass(frozen=True)
@@ -151,7 +157,9 @@ def current_champion(cfg: AppConfig) -> Champion | None:
         return None
     stored = tracking.load_run_dict(loaded.run_id, tracking.IDENTITY_ARTIFACT)
     identity = IdentityMapping.from_dict(stored) if stored else initial_mapping(0)
-    return Champion(loaded, identity, tracking.run_tags(loaded.run_id))
+    tree = tracking.load_run_dict(loaded.run_id, tracking.HIERARCHY_ARTIFACT)
+    sub_identity = IdentityMapping.from_dict(tree["identity"]) if tree else None
+    return Champion(loaded, identity, tracking.run_tags(loaded.run_id), sub_identity)
 
 
 def prepare(snapshot: DataFrame, as_of: str, tcfg: TrainingConfig, persist: Persist) -> Prepared:
@@ -224,7 +232,8 @@ def finalise(
     cluster_model.setPredictionCol(CLUSTER_COL)
     snapshot = prepared.snapshot
     clustered = cluster_model.transform(prepared.preprocessing.transform(snapshot))
-    identity, old_segments = _stable_identity(cfg, previous, snapshot, clustered, k)
+    identity, old_segments = _stable_identity(cfg, previous, previous.identity if previous else None, snapshot,
+                                              clustered, k)  # fmt: skip
     model = assemble_model(prepared.preprocessing, cluster_model, identity)
     scored = model.transform(snapshot)
     scored = scored if density is None else assign_density(scored, density)
@@ -287,57 +296,98 @@ def assemble_model(preprocessing: PipelineModel, cluster_model: Any, identity: I
     return PipelineModel(stages=[*preprocessing.stages, cluster_model, relabel_stage(identity.cluster_to_segment)])
 
 
-def _ground_truth_ari(spark: SparkSession, tcfg: TrainingConfig, assigned: DataFrame) -> float:
-    """Adjusted Rand index between the segments and ``training.ground_truth``'s planted labels."""
+def _ground_truth_ari(spark: SparkSession, tcfg: TrainingConfig, assigned: DataFrame, column: str = "prediction"
+                      ) -> float:  # fmt: skip
+    """Adjusted Rand index between the segments (``column``) and ``training.ground_truth``'s planted labels."""
     label = tcfg.ground_truth.label_column
     truth = read_table(spark, tcfg.ground_truth, columns=["customer_id", label])
-    joined = assigned.select("customer_id", F.col("prediction").cast("int").alias(SEGMENT_COL)).join(
+    joined = assigned.select("customer_id", F.col(column).cast("int").alias(SEGMENT_COL)).join(
         truth.select("customer_id", F.col(label).alias("planted_segment")), "customer_id"
     )
     ari = adjusted_rand_index(joined, SEGMENT_COL, "planted_segment")
-    log.info("adjusted Rand index against the planted segments: %.3f", ari)
+    log.info("adjusted Rand index of %s against the planted segments: %.3f", column, ari)
     return ari
 
 
 def _stable_identity(
-    cfg: AppConfig, previous: Champion | None, snapshot: DataFrame, clustered: DataFrame, k: int
+    cfg: AppConfig,
+    previous: Champion | None,
+    identity: IdentityMapping | None,
+    snapshot: DataFrame,
+    clustered: DataFrame,
+    k: int,
+    old_col: str = "prediction",
+    new_col: str = CLUSTER_COL,
 ) -> tuple[IdentityMapping, DataFrame | None]:
-    """Match the new clusters to the current champion's segments (see ``segmentation.identity``).
+    """Match the new clusters (``new_col``) to the current champion's segments (its ``old_col``,
+    numbered by ``identity``; see ``segmentation.identity``).
 
     Also returns the champion's segments for this snapshot (``customer_id``, ``segment``),
     or ``None`` when there is no champion or it cannot score these features.
     """
-    if previous is None:
+    if previous is None or identity is None:
         return initial_mapping(k), None
     old_version = previous.loaded.version
     try:
         old = previous.loaded.model.transform(snapshot).select(
-            "customer_id", F.col("prediction").cast("int").alias("old_segment")
+            "customer_id", F.col(old_col).cast("int").alias("old_segment")
         )
     except Exception as exc:  # noqa: BLE001 - a champion on other features cannot be compared
         log.warning("champion version %s cannot score this snapshot (%s); all segments get new ids", old_version, exc)
-        return match_segments(previous.identity, [], [], np.zeros((0, 0)), n_clusters=k), None
-    joined = clustered.select("customer_id", "features", CLUSTER_COL).join(old, "customer_id", how="inner")
-    old_ids, new_clusters, counts = contingency(joined, "old_segment", CLUSTER_COL)
+        return match_segments(identity, [], [], np.zeros((0, 0)), n_clusters=k), None
+    joined = clustered.select("customer_id", "features", new_col).join(old, "customer_id", how="inner")
+    old_ids, new_clusters, counts = contingency(joined, "old_segment", new_col)
     icfg = cfg.training.identity
-    distances = centroid_distances(joined, "features", "old_segment", CLUSTER_COL, old_ids, new_clusters)
+    distances = centroid_distances(joined, "features", "old_segment", new_col, old_ids, new_clusters)
     log.info("matching %d new clusters to %d segments of champion version %s", k, len(old_ids), old_version)
-    mapping = match_segments(previous.identity, old_ids, new_clusters, counts, n_clusters=k, method=icfg.method,
+    mapping = match_segments(identity, old_ids, new_clusters, counts, n_clusters=k, method=icfg.method,
                              distances=distances, min_overlap=icfg.min_overlap,
                              max_centroid_distance=icfg.max_centroid_distance)  # fmt: skip
     return mapping, old.withColumnRenamed("old_segment", SEGMENT_COL)
 
 
+def split(spark: SparkSession, cfg: AppConfig, prepared: Prepared, final: Final, previous: Champion | None,
+          persist: Persist) -> Final:  # fmt: skip
+    """With ``training.hierarchy.enabled``: split each broad segment into sub-segments
+    (:mod:`segmentation.hierarchy`), give them stable ids, add the sub-models to the champion's
+    pipeline and ``sub_cluster``/``sub_segment`` to its assignments; otherwise ``final`` as it is."""
+    tcfg = cfg.training
+    if not tcfg.hierarchy.enabled:
+        return final
+    labels = final.assigned.select("customer_id", CLUSTER_COL)
+    sizes = {int(r[CLUSTER_COL]): int(r["count"]) for r in labels.groupBy(CLUSTER_COL).count().collect()}
+    sample = prepared.sample.join(labels, "customer_id")
+    vectors = prepared.vectors.join(labels, "customer_id")
+    splits = fit_splits(tcfg, final.choice.champion, sample, vectors, final.choice.champion_k, sizes, persist)
+    n_sub = sum(s.k for s in splits)
+    numbered = PipelineModel(stages=sub_stages(splits, list(range(n_sub)))).transform(final.assigned)
+    previous_sub = previous.sub_identity if previous else None
+    sub_identity, _ = _stable_identity(cfg, previous, previous_sub, prepared.snapshot, numbered, n_sub,
+                                       old_col=SUB_SEGMENT_COL, new_col=SUB_CLUSTER_COL)  # fmt: skip
+    stages = sub_stages(splits, sub_identity.cluster_to_segment)
+    scored = PipelineModel(stages=stages).transform(final.assigned)
+    assigned = persist(scored.select(*[c for c in _ASSIGNED_COLUMNS if c in scored.columns]))
+    model = PipelineModel(stages=[*final.model.stages, *stages])
+    metrics = {"hierarchy_sub_segments": float(n_sub),
+               "hierarchy_split_segments": float(sum(s.model is not None for s in splits))}  # fmt: skip
+    if tcfg.ground_truth.enabled:
+        metrics["ground_truth_sub_ari"] = _ground_truth_ari(spark, tcfg, assigned, SUB_SEGMENT_COL)
+    log.info("two levels: %d broad segments, %d sub-segments", len(splits), n_sub)
+    return replace(final, model=model, assigned=assigned, metrics=final.metrics | metrics, splits=splits,
+                   sub_identity=sub_identity)  # fmt: skip
+
+
 def describe(spark: SparkSession, cfg: AppConfig, prepared: Prepared, final: Final) -> SegmentDescription:
     """Profile, name and explain the segments in raw units (with the CLV job's values when it scored
-    this snapshot); kept segments keep their names, ``profiles.names`` wins over both."""
-    flag = [OUTLIER_COL] if OUTLIER_COL in final.assigned.columns else []
+    this snapshot); kept segments keep their names, ``profiles.names`` wins over both. With two levels,
+    also the named tree of sub-segments."""
+    extra = [c for c in (OUTLIER_COL, SUB_SEGMENT_COL) if c in final.assigned.columns]
     raw = prepared.snapshot.join(
-        final.assigned.select("customer_id", F.col("prediction").cast("int").alias(SEGMENT_COL), *flag),
+        final.assigned.select("customer_id", F.col("prediction").cast("int").alias(SEGMENT_COL), *extra),
         "customer_id",
     )
     pcfg = cfg.profiles
-    return describe_segments(
+    description = describe_segments(
         with_clv(spark, cfg, raw, prepared.as_of),
         prepared.feature_cols,
         names={**final.identity.names, **pcfg.names},
@@ -346,6 +396,10 @@ def describe(spark: SparkSession, cfg: AppConfig, prepared: Prepared, final: Fin
         top_n=pcfg.top_recommendations,
         seed=cfg.training.seed,
     )
+    if final.sub_identity is None:
+        return description
+    tree = describe_tree(raw, prepared.feature_cols, description.names, final.sub_identity.names)
+    return replace(description, tree=tree)
 
 
 def compare(spark: SparkSession, cfg: AppConfig, prepared: Prepared, final: Final, previous: Champion | None
