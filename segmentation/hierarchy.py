@@ -69,10 +69,11 @@ class Split:
     reason: str
     sample_rows: int
     rationale: dict[str, Any] | None = None
+    records: list[dict[str, Any]] | None = None  # the sub-sweep's candidates, as the broad sweep's
 
     def as_dict(self) -> dict[str, Any]:
         return {"cluster": self.cluster, "k": self.k, "first_sub_cluster": self.first, "reason": self.reason,
-                "sample_rows": self.sample_rows, "rationale": self.rationale}  # fmt: skip
+                "sample_rows": self.sample_rows, "rationale": self.rationale, "candidates": self.records}  # fmt: skip
 
 
 def fit_splits(tcfg: TrainingConfig, algorithm: str, sample: DataFrame, vectors: DataFrame, k: int,
@@ -105,20 +106,21 @@ def _split(tcfg: TrainingConfig, algorithm: str, cluster: int, first: int, rows:
     sweep = run_sweep(sub_cfg, rows)
     choice = choose(sweep.ordered_records(), [algorithm], sel.min_cluster_share, sel.min_stability,
                     sel.silhouette_tolerance, sel.k_criterion, sel.stable_ari)  # fmt: skip
-    sub_k = choice.champion_k
+    sub_k, records = choice.champion_k, sweep.ordered_records()
     record = sweep.records[(algorithm, sub_k)]
     stability = record["stability_ari"]
     if record["min_cluster_share"] < min_share:
         return Split(cluster, 1, first, None, f"no k in {low}..{high} keeps every sub-segment at "
-                     f"{min_customers}+ customers", n_rows, choice.rationale)  # fmt: skip
+                     f"{min_customers}+ customers", n_rows, choice.rationale, records)  # fmt: skip
     if stability is not None and stability < sel.min_stability:
         return Split(cluster, 1, first, None, f"no stable split (stability {stability:.2f} < "
-                     f"{sel.min_stability})", n_rows, choice.rationale)  # fmt: skip
+                     f"{sel.min_stability})", n_rows, choice.rationale, records)  # fmt: skip
     model = sweep.models[(algorithm, sub_k)]
     if n_rows < size:  # the sweep ran on a sample of the segment: refit on all of it, as the champion is
         segment = vectors.where(F.col("cluster") == cluster).select("customer_id", "features")
         model = fit_best(algorithm, sub_k, sub_cfg, sub_cfg.seed, segment)
-    return Split(cluster, sub_k, first, model, f"chosen by the rule on {n_rows} customers", n_rows, choice.rationale)
+    reason = f"chosen by the rule on {n_rows} customers"
+    return Split(cluster, sub_k, first, model, reason, n_rows, choice.rationale, records)
 
 
 def sub_stages(splits: Sequence[Split], mapping: list[int], cluster_col: str = "cluster") -> list[Any]:
@@ -170,6 +172,7 @@ _PHRASES = {
     "mean_gap_days": ("long gaps between visits", "short gaps between visits"),
     "std_gap_days": ("irregular visits", "regular visits"),
     "return_rate": ("frequent returners", "rare returners"),
+    "n_returns": ("more returns", "fewer returns"),
     "return_value_share": ("return much of their spend", "return little of their spend"),
     "n_categories": ("many categories", "few categories"),
     "trend": ("spending more lately", "spending less lately"),
@@ -182,7 +185,7 @@ def phrase(feature: str, above: bool) -> str:
     """Words for a sub-segment whose ``feature`` is above (or below) its broad segment's mean."""
     if feature in _PHRASES:
         return _PHRASES[feature][0 if above else 1]
-    for prefix, high, low in (("cat_", "{} buyers", "little {}"), ("chan_", "{} shoppers", "rarely {}")):
+    for prefix, high, low in (("cat_", "{} buyers", "little {}"), ("chan_", "{} shoppers", "rarely via {}")):
         if feature.startswith(prefix):
             name = feature.removeprefix(prefix).replace("_", " ")
             return (high if above else low).format(name)
