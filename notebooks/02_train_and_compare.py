@@ -3,7 +3,8 @@
 # MAGIC # 2. Train and compare
 # MAGIC Runs the training job (k sweep over the configured algorithms, MLflow parent and child runs,
 # MAGIC registered champion) and shows the sweep the way the MLflow UI's compare view does.
-# MAGIC Parameters: `env`, `config`, `set` as in notebook 1, `k_min`, `k_max`, `algorithms` (comma-separated).
+# MAGIC Parameters: `env`, `config`, `set` as in notebook 1, `k_min`, `k_max` (the k range swept: with two levels,
+# MAGIC `training.hierarchy`, the broad level's), `algorithms` (comma-separated).
 
 # COMMAND ----------
 
@@ -17,7 +18,7 @@ p = notebook.params(
      "algorithms": "kmeans,bisecting_kmeans,gaussian_mixture"},
 )  # fmt: skip
 sets = [f"training.k_min={p['k_min']}", f"training.k_max={p['k_max']}",
-        f"training.algorithms=[{p['algorithms']}]"]  # fmt: skip
+        f"training.hierarchy.broad_k=[{p['k_min']}, {p['k_max']}]", f"training.algorithms=[{p['algorithms']}]"]  # fmt: skip
 cfg = notebook.config({**p, "set": ";".join([p["set"], *sets])})
 spark = get_spark(cfg.spark)
 

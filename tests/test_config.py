@@ -39,7 +39,7 @@ def _leaves(tree: dict, prefix: str = "") -> dict:
 @pytest.mark.parametrize("env", ["local", "cluster", "databricks"])
 def test_every_shipped_overlay_validates_and_every_key_it_names_lands(env):
     overlay = _leaves(yaml.safe_load((CONF / f"{env}.yaml").read_text()) or {})
-    loaded = _leaves(load_config(default_config_files(env, CONF)).model_dump())
+    loaded = _leaves(load_config(default_config_files(env, CONF)).model_dump(mode="json"))  # tuples as YAML lists
     assert overlay and {k: loaded.get(k, "<absent>") for k in overlay} == overlay
 
 

@@ -88,6 +88,11 @@ def connect_run(connect_server, tmp_path_factory):
             # summary, save, load).
             "training.algorithms": "[kmeans, bisecting_kmeans]",
             "training.density.flag_outliers": "true",  # a pandas UDF and the scaler's std over Connect
+            # Two levels: sub-models renamed, SQL stages and a pipeline of them saved over Connect.
+            "training.hierarchy.enabled": "true",
+            "training.hierarchy.broad_k": "[3, 5]",
+            "training.hierarchy.sub_k": "[2, 3]",
+            "training.hierarchy.min_customers": 30,
             "scoring.current.path": root / "current",
             "scoring.history.path": root / "history",
             "mlflow.dfs_tmpdir": root / "dfs-tmp",
@@ -116,6 +121,12 @@ def test_every_job_runs_over_connect_and_scoring_merges_one_row_per_customer(spa
     trained = spark.read.format("delta").load(cfg.training.assignments.path).select("customer_id", "is_outlier")
     flags = current.select("customer_id", F.col("is_outlier").alias("scored")).join(trained, "customer_id")
     assert flags.count() == current.count() and flags.where("scored IS NULL OR scored <> is_outlier").count() == 0
+    # Both levels, fitted over Connect, scored over Connect by the registered pipeline as training assigned them.
+    keys = ["customer_id", "segment", "sub_segment"]
+    levels = spark.read.format("delta").load(cfg.training.assignments.path).select(*keys)
+    both = current.select(*keys, "sub_segment_name").join(levels, keys)
+    assert both.count() == current.count() and both.where("sub_segment_name IS NULL").count() == 0
+    assert levels.select("sub_segment").distinct().count() > levels.select("segment").distinct().count()
 
 
 def test_the_model_logged_over_connect_loads_in_classic_spark_and_gives_the_scored_segments(spark, connect_run):
