@@ -185,7 +185,7 @@ def phrase(feature: str, above: bool) -> str:
     """Words for a sub-segment whose ``feature`` is above (or below) its broad segment's mean."""
     if feature in _PHRASES:
         return _PHRASES[feature][0 if above else 1]
-    for prefix, high, low in (("cat_", "{} buyers", "little {}"), ("chan_", "{} shoppers", "rarely via {}")):
+    for prefix, high, low in (("cat_", "{} buyers", "light on {}"), ("chan_", "{} shoppers", "rarely via {}")):
         if feature.startswith(prefix):
             name = feature.removeprefix(prefix).replace("_", " ")
             return (high if above else low).format(name)

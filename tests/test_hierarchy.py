@@ -29,7 +29,7 @@ def _blobs(spark, centres, n=60, seed=3):
 def test_words_for_a_sub_segment_follow_the_feature_and_its_direction():
     assert phrase("avg_basket_value", True) == "big baskets" and phrase("recency_days", False) == "recent buyers"
     assert phrase("cat_garden", True) == "garden buyers" and phrase("chan_app", False) == "rarely via app"
-    assert phrase("brand_private", True) == "high brand private"
+    assert phrase("cat_garden", False) == "light on garden" and phrase("brand_private", True) == "high brand private"
 
 
 def test_the_broad_level_replaces_the_k_range_only_with_two_levels():
