@@ -59,6 +59,7 @@ bench: install
 	$(BIN)/python benchmarks/planted.py --set training.restarts=1 --out benchmarks/results
 	$(BIN)/python benchmarks/planted_rules.py benchmarks/results/planted.json --out benchmarks/results
 	$(BIN)/python benchmarks/real_stability.py --out benchmarks/results
+	$(BIN)/python benchmarks/density.py --customers 5000000 --out benchmarks/results
 	$(BIN)/python benchmarks/clv.py --features /tmp/segmentation-bench/100000000/features --synthetic 5000000 --out benchmarks/results
 
 lint: install

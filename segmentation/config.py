@@ -250,8 +250,11 @@ class FeaturesConfig(_Section):
     quality: OutputConfig = Field(default_factory=lambda: OutputConfig(path="data/features_quality"))
 
 
+# The default candidates: Spark MLlib's. "density" (DBSCAN on a sample, segmentation.density) is a fourth
+# that training.algorithms may name.
 ALGORITHMS = ("kmeans", "bisecting_kmeans", "gaussian_mixture")
-Algorithm = Literal["kmeans", "bisecting_kmeans", "gaussian_mixture"]
+DENSITY = "density"
+Algorithm = Literal["kmeans", "bisecting_kmeans", "gaussian_mixture", "density"]
 
 
 class KMeansParams(_Section):
@@ -330,7 +333,8 @@ class RefitConfig(_Section):
 
 
 class DensityConfig(_Section):
-    """DBSCAN on a sample, extended to every customer, for the outlier flag (segmentation.density)."""
+    """DBSCAN on a sample, extended to every customer: the outlier flag, and the "density" candidate
+    when training.algorithms names it (segmentation.density)."""
 
     # Add is_outlier (no dense region near the customer) to the assignments, the current table and the report.
     flag_outliers: bool = False
@@ -338,7 +342,7 @@ class DensityConfig(_Section):
     sample_size: int = Field(20000, ge=100)
     # min_samples as a share of the sample (at least 10): a group of fewer customers cannot be dense.
     min_samples_share: float = Field(0.01, gt=0.0, le=0.2)
-    # None: the knee of the sample's k-distance curve.
+    # None: the knee of the sample's k-distance curve (each fit its own: the flag's and the candidate's).
     eps: float | None = Field(None, gt=0.0)
     # With flag_outliers: leave the flagged customers out of the sweep and the champion's fit (they are
     # still assigned a segment), so they neither choose k nor pull a centre. Off: on the one data set
@@ -440,7 +444,7 @@ class TrainingConfig(_Section):
             if not 0.0 <= low < high <= 1.0:
                 raise ValueError(f"cap_quantiles must satisfy 0 <= low < high <= 1, got {list(self.cap_quantiles)}")
         if not self.algorithms:
-            raise ValueError("algorithms must name at least one of " + ", ".join(ALGORITHMS))
+            raise ValueError("algorithms must name at least one of " + ", ".join((*ALGORITHMS, DENSITY)))
         return self
 
 

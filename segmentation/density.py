@@ -24,6 +24,16 @@ How (``training.density``):
 
 The fitted :class:`DensityModel` is plain numbers (JSON), logged with the training run and read back
 by the scoring job, so the Spark model stays made of Spark's built-in stages.
+
+**As a segmentation candidate** (``training.algorithms`` names ``density``): DBSCAN in the model's own
+feature space (the ``features`` vector the other candidates fit, capped and scaled), on about
+``sample_size`` rows of the rows it is given, with the same ``min_samples`` and ``eps`` rules.
+:class:`DensityClusterModel` is a Spark ``Transformer`` that extends it to every row the same way and
+predicts the cluster, or ``getK()`` (one past the last cluster) for noise, so noise is a segment of its
+own when it wins. Its k is the number of clusters it found; its sweep metrics are of the non-noise rows,
+with ``noise_share`` beside them. It is deterministic on a given sample, so its stability refits
+(another seed) run DBSCAN on :data:`STABILITY_SHARE` of the rows drawn with that seed. Unlike the
+built-in stages it needs this package to load (``PipelineModel.load``, ``mlflow.spark``).
 """
 
 from __future__ import annotations
@@ -34,8 +44,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pyspark.ml import PipelineModel
+from pyspark import keyword_only
+from pyspark.ml import PipelineModel, Transformer
 from pyspark.ml.feature import StandardScalerModel, VectorAssembler
+from pyspark.ml.functions import vector_to_array
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param.shared import HasFeaturesCol, HasPredictionCol
+from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -45,10 +60,13 @@ from segmentation.preprocessing import CAP_SUFFIX, sql_name
 __all__ = [
     "DENSITY_COL",
     "OUTLIER_COL",
+    "STABILITY_SHARE",
+    "DensityClusterModel",
     "DensityModel",
     "assign_density",
     "density_space",
     "fit_density",
+    "fit_density_candidate",
     "k_distance_knee",
     "min_samples_for",
 ]
@@ -59,6 +77,7 @@ DENSITY_COL = "density_cluster"
 OUTLIER_COL = "is_outlier"
 NOISE = -1
 _MIN_SAMPLES_FLOOR = 10
+STABILITY_SHARE = 0.8  # the share of the rows a stability refit of the density candidate runs DBSCAN on
 
 
 @dataclass(frozen=True)
@@ -193,3 +212,64 @@ def assign_density(df: DataFrame, model: DensityModel) -> DataFrame:
     row: Column = F.array(*[F.expr(e).cast("double") for e in model.inputs])
     labelled = df.withColumn(DENSITY_COL, udf(row))
     return labelled.withColumn(OUTLIER_COL, F.col(DENSITY_COL) == F.lit(NOISE))
+
+
+class DensityClusterModel(Transformer, HasFeaturesCol, HasPredictionCol, DefaultParamsReadable, DefaultParamsWritable):
+    """DBSCAN as a segmentation candidate (see the module doc): predicts the cluster of the row's nearest
+    core sample within ``eps``, else ``getK()``, the noise cluster."""
+
+    coreVectors = Param(Params._dummy(), "coreVectors", "the core samples", TypeConverters.toListListFloat)
+    coreLabels = Param(Params._dummy(), "coreLabels", "each core sample's cluster", TypeConverters.toListInt)
+    eps = Param(Params._dummy(), "eps", "DBSCAN's eps", TypeConverters.toFloat)
+    minSamples = Param(Params._dummy(), "minSamples", "DBSCAN's min_samples", TypeConverters.toInt)
+    sampleRows = Param(Params._dummy(), "sampleRows", "rows DBSCAN ran on", TypeConverters.toInt)
+
+    @keyword_only
+    def __init__(self, *, featuresCol: str = "features", predictionCol: str = "prediction",
+                 coreVectors: list[list[float]] | None = None, coreLabels: list[int] | None = None,
+                 eps: float = 0.0, minSamples: int = 1, sampleRows: int = 0):  # fmt: skip
+        super().__init__()
+        self._setDefault(featuresCol="features", predictionCol="prediction", coreVectors=[], coreLabels=[], eps=0.0,
+                         minSamples=1, sampleRows=0)  # fmt: skip
+        self._set(**self._input_kwargs)
+
+    def setPredictionCol(self, value: str) -> DensityClusterModel:
+        return self._set(predictionCol=value)
+
+    def setFeaturesCol(self, value: str) -> DensityClusterModel:
+        return self._set(featuresCol=value)
+
+    def getK(self) -> int:
+        """The clusters found (the noise cluster, index ``getK()``, not counted)."""
+        labels = self.getOrDefault(self.coreLabels)
+        return max(labels) + 1 if labels else 0
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        points = np.asarray(self.getOrDefault(self.coreVectors), dtype=float)
+        labels = np.asarray(self.getOrDefault(self.coreLabels), dtype=int)
+        scale = np.ones(points.shape[1] if points.ndim == 2 else 0)
+        udf = F.pandas_udf(_nearest_core_labeller(points, labels, self.getOrDefault(self.eps), scale), "int")
+        labelled = dataset.withColumn("_density_label", udf(vector_to_array(F.col(self.getFeaturesCol()))))
+        label = F.col("_density_label")
+        prediction = F.when(label == NOISE, F.lit(self.getK())).otherwise(label).cast("int")
+        return labelled.withColumn(self.getPredictionCol(), prediction).drop("_density_label")
+
+
+def fit_density_candidate(data: DataFrame, dcfg: DensityConfig, seed: int, share: float = 1.0,
+                          features_col: str = "features", prediction_col: str = "prediction"
+                          ) -> DensityClusterModel:  # fmt: skip
+    """DBSCAN on about ``share`` x ``dcfg.sample_size`` rows of ``data``'s ``features_col`` (all of them up
+    to that many, times ``share``), drawn with ``seed``; the sample, not the rows, comes to the driver."""
+    n = data.count()
+    fraction = min(1.0, dcfg.sample_size / max(n, 1)) * share
+    rows = data if fraction >= 1.0 else data.sample(False, fraction, seed)
+    frame = rows.select(vector_to_array(F.col(features_col)).alias("x")).toPandas()
+    points = np.stack(frame["x"].to_numpy()).astype(float) if len(frame) else np.zeros((0, 0))
+    min_samples = min_samples_for(len(points), dcfg.min_samples_share)
+    labels, core, eps = fit_density(points, min_samples, dcfg.eps)
+    log.info("density candidate: DBSCAN on %d rows, min_samples %d, eps %.3f: %d clusters, %.2f%% noise",
+             len(points), min_samples, eps, int(labels.max()) + 1 if len(labels) else 0,
+             100 * float(np.mean(labels == NOISE)) if len(labels) else 0.0)  # fmt: skip
+    return DensityClusterModel(featuresCol=features_col, predictionCol=prediction_col,
+                               coreVectors=points[core].round(6).tolist(), coreLabels=labels[core].tolist(),
+                               eps=float(eps), minSamples=min_samples, sampleRows=len(points))  # fmt: skip

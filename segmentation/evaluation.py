@@ -18,6 +18,7 @@ n_clusters_nonempty number of clusters that received at least one row
 log_likelihood      GaussianMixture only: log-likelihood of the fitted data
 aic, bic            GaussianMixture only: 2p - 2LL and p ln(n) - 2LL with
                     p = k d + k d (d + 1) / 2 + (k - 1) free parameters (full covariances)
+noise_share         density only: share of rows in no cluster (the other metrics are of the rest)
 ==================  ======================================================================
 """
 
@@ -45,6 +46,7 @@ METRICS = (
     "log_likelihood",
     "aic",
     "bic",
+    "noise_share",
 )
 NAN = float("nan")
 

@@ -29,7 +29,7 @@ from pyspark.ml.feature import SQLTransformer
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from segmentation.config import TrainingConfig
+from segmentation.config import DENSITY, TrainingConfig
 from segmentation.identity import relabel_stage
 from segmentation.models import fit_best
 from segmentation.preprocessing import sql_name
@@ -81,6 +81,8 @@ def fit_splits(tcfg: TrainingConfig, algorithm: str, sample: DataFrame, vectors:
     """Split each of the ``k`` broad clusters (see the module doc). ``sample`` and ``vectors`` carry
     ``customer_id``, ``features`` and the broad ``cluster``; ``sizes`` is each cluster's customers."""
     hcfg, splits, first = tcfg.hierarchy, [], 0
+    if algorithm == DENSITY:  # its clusters are dense regions already; it has no k to sweep
+        return [Split(c, 1, c, None, "a density champion's segments are not split", 0) for c in range(k)]
     for cluster in range(k):
         size = sizes.get(cluster, 0)
         rows = persist(sample.where(F.col("cluster") == cluster).select("customer_id", "features"))

@@ -19,7 +19,8 @@ from typing import Any
 from pyspark.ml.clustering import BisectingKMeans, GaussianMixture, KMeans
 from pyspark.sql import DataFrame
 
-from segmentation.config import ALGORITHMS, TrainingConfig
+from segmentation.config import ALGORITHMS, DENSITY, TrainingConfig
+from segmentation.density import STABILITY_SHARE, fit_density_candidate
 from segmentation.errors import FitFailedError
 from segmentation.spark import activate_in_thread, cancel_tagged, jobs_tagged
 
@@ -105,7 +106,15 @@ def fit_best(algorithm: str, k: int, cfg: TrainingConfig, seed: int, data: DataF
     squares (589,790 to 691,211), and only the lowest matched the planted personas at ARI 0.92
     (the others 0.51 to 0.79; docs/training.md, Restarts). The first start is seeded ``seed``,
     so one restart is the single fit it always was.
+
+    ``density`` (DBSCAN, :mod:`segmentation.density`) ignores ``k`` and the restarts: one DBSCAN on
+    the rows, or, for another seed than ``cfg.seed`` (a stability refit), on a share of them drawn
+    with that seed.
     """
+    if algorithm == DENSITY:  # deterministic on its rows: one fit; another seed draws other rows
+        share = 1.0 if seed == cfg.seed else STABILITY_SHARE
+        return fit_density_candidate(data, cfg.density, seed, share, columns.get("features_col", "features"),
+                                     columns.get("prediction_col", "prediction"))  # fmt: skip
     best, best_objective = None, float("inf")
     for start in range(cfg.restarts):
         model, value = _fit_start(algorithm, k, cfg, seed + start * RESTART_STRIDE, data, columns)
@@ -189,9 +198,9 @@ def param_record(algorithm: str, k: int, cfg: TrainingConfig, seed: int) -> dict
         "k": k,
         "seed": seed,
         "restarts": cfg.restarts,
-        "max_iter": {"kmeans": km.max_iter, "bisecting_kmeans": bk.max_iter, "gaussian_mixture": gm.max_iter}[
-            algorithm
-        ],
+        "max_iter": {"kmeans": km.max_iter, "bisecting_kmeans": bk.max_iter, "gaussian_mixture": gm.max_iter}.get(
+            algorithm, NOT_APPLICABLE
+        ),
         "tol": {"kmeans": km.tol, "gaussian_mixture": gm.tol}.get(algorithm, NOT_APPLICABLE),
         "init_mode": km.init_mode if algorithm == "kmeans" else NOT_APPLICABLE,
         "init_steps": km.init_steps if algorithm == "kmeans" else NOT_APPLICABLE,
@@ -202,5 +211,7 @@ def param_record(algorithm: str, k: int, cfg: TrainingConfig, seed: int) -> dict
         "min_divisible_cluster_size": bk.min_divisible_cluster_size
         if algorithm == "bisecting_kmeans"
         else NOT_APPLICABLE,
+        "density_min_samples_share": cfg.density.min_samples_share if algorithm == DENSITY else NOT_APPLICABLE,
+        "density_eps": (cfg.density.eps or "knee") if algorithm == DENSITY else NOT_APPLICABLE,
     }
     return {name: str(value) for name, value in values.items()}

@@ -248,6 +248,7 @@ _PLAIN = {
     "kmeans": "k-means",
     "bisecting_kmeans": "bisecting k-means",
     "gaussian_mixture": "the Gaussian mixture",
+    "density": "density clustering (DBSCAN)",
 }
 
 
@@ -259,9 +260,10 @@ def describe_choice(rationale: Mapping[str, Any]) -> list[str]:
     """The choice in sentences a marketer can follow, from :func:`choose`'s rationale."""
     per, champion = rationale["per_algorithm"], rationale["champion"]
     silhouettes = champion["finalist_silhouettes"]
+    own = " (density clustering finds its number of dense groups itself)" if "density" in per else ""
     lines = [
         f"Each method ({', '.join(_plain(a) for a in per)}) split the customers into every number of segments "
-        f"in the range tried, and kept one number: the finalists below."
+        f"in the range tried{own}, and kept one number: the finalists below."
     ]
     for algorithm, pick in per.items():
         how = (

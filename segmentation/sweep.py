@@ -16,13 +16,13 @@ from typing import Any
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from segmentation.config import TrainingConfig
-from segmentation.evaluation import adjusted_rand_index, evaluate_clustering
+from segmentation.config import DENSITY, TrainingConfig
+from segmentation.evaluation import METRICS, adjusted_rand_index, evaluate_clustering
 from segmentation.models import fit_best
 from segmentation.selection import stability_needed
 from segmentation.spark import activate_in_thread
 
-__all__ = ["Candidate", "Sweep", "run_sweep"]
+__all__ = ["Candidate", "Sweep", "evaluate_candidate", "run_sweep"]
 
 Candidate = tuple[str, int]  # (algorithm, k)
 
@@ -41,22 +41,51 @@ class Sweep:
         return [self.records[c] for c in self.candidates]
 
 
+def _prefit_density(tcfg: TrainingConfig, sample: DataFrame) -> tuple[Any, float, float]:
+    """The density candidate, fitted first because its k is what it finds: (model, wall-clock start,
+    seconds)."""
+    wall_start, started = time.time(), time.perf_counter()
+    model = fit_best(DENSITY, 0, tcfg, tcfg.seed, sample)
+    return model, wall_start, time.perf_counter() - started
+
+
 def _fit_candidate(
-    algorithm: str, k: int, tcfg: TrainingConfig, sample: DataFrame, stability: float | None
-) -> tuple[Any, dict[str, Any], float]:
+    algorithm: str, k: int, tcfg: TrainingConfig, sample: DataFrame, stability: float | None,
+    density: tuple[Any, float, float] | None = None,
+) -> tuple[Any, dict[str, Any], float]:  # fmt: skip
     """Fit one (algorithm, k) on the sample and evaluate it: (model, sweep record, wall-clock start).
 
     The record times the fit and the metrics apart; ``stability`` is its stability until
-    measured (None, or NaN when the check is off).
+    measured (None, or NaN when the check is off). The density candidate was fitted already.
     """
     wall_start, started = time.time(), time.perf_counter()
-    model = fit_best(algorithm, k, tcfg, tcfg.seed, sample)
+    if algorithm == DENSITY and density is not None:
+        model, wall_start, fit_seconds = density
+        started = time.perf_counter() - fit_seconds
+    else:
+        model = fit_best(algorithm, k, tcfg, tcfg.seed, sample)
     fitted = time.perf_counter()
     predictions = model.transform(sample).persist()
-    metrics = evaluate_clustering(model, predictions, "features", "prediction", algorithm)
+    metrics = evaluate_candidate(algorithm, model, predictions)
     predictions.unpersist()
     seconds = {"fit_seconds": fitted - started, "metrics_seconds": time.perf_counter() - fitted}
     return model, {"algorithm": algorithm, "k": k, **metrics, "stability_ari": stability, **seconds}, wall_start
+
+
+def evaluate_candidate(algorithm: str, model: Any, predictions: DataFrame, prediction_col: str = "prediction",
+                       fitted_rows: int | None = None) -> dict[str, float]:  # fmt: skip
+    """:func:`evaluate_clustering` of a candidate's predictions; for ``density``, of the rows in a
+    cluster, with the share of the others as ``noise_share``."""
+    if algorithm != DENSITY:
+        return evaluate_clustering(model, predictions, "features", prediction_col, algorithm, fitted_rows)
+    noise = F.col(prediction_col) == F.lit(model.getK())
+    row = predictions.agg(F.count(F.lit(1)).alias("n"), F.sum(noise.cast("int")).alias("noise")).first()
+    n, n_noise = int(row["n"]), int(row["noise"] or 0)
+    if n_noise == n:  # no cluster at all
+        return {**dict.fromkeys(METRICS, float("nan")), "min_cluster_share": 0.0, "n_clusters_nonempty": 0.0,
+                "noise_share": 1.0}  # fmt: skip
+    metrics = evaluate_clustering(model, predictions.where(~noise), "features", prediction_col, algorithm)
+    return {**metrics, "noise_share": n_noise / max(n, 1)}
 
 
 def _stability(
@@ -81,7 +110,9 @@ def run_sweep(tcfg: TrainingConfig, sample: DataFrame) -> Sweep:
     """
     sel = tcfg.selection
     seeds = [tcfg.seed + i for i in range(1, sel.stability_seeds)]
-    candidates = [(a, k) for a in tcfg.algorithms for k in range(tcfg.k_min, tcfg.k_max + 1)]
+    density = _prefit_density(tcfg, sample) if DENSITY in tcfg.algorithms else None
+    candidates = [(a, k) for a in tcfg.algorithms
+                  for k in ([density[0].getK()] if a == DENSITY else range(tcfg.k_min, tcfg.k_max + 1))]  # fmt: skip
     unmeasured = None if seeds else float("nan")
 
     def pending() -> list[tuple[str, int]]:
@@ -93,7 +124,7 @@ def run_sweep(tcfg: TrainingConfig, sample: DataFrame) -> Sweep:
         return stability_needed(list(records.values()), tcfg.algorithms, *rule)
 
     with ThreadPoolExecutor(sel.parallelism, initializer=activate_in_thread, initargs=(sample.sparkSession,)) as pool:
-        fitted = pool.map(lambda c: _fit_candidate(*c, tcfg, sample, unmeasured), candidates)
+        fitted = pool.map(lambda c: _fit_candidate(*c, tcfg, sample, unmeasured, density), candidates)
         fits = dict(zip(candidates, fitted, strict=True))
         models = {c: fit[0] for c, fit in fits.items()}
         records = {c: {**fit[1], "stability_seconds": None} for c, fit in fits.items()}

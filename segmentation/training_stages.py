@@ -25,10 +25,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from segmentation import tracking
-from segmentation.config import AppConfig, TrainingConfig
+from segmentation.config import DENSITY, AppConfig, TrainingConfig
 from segmentation.density import OUTLIER_COL, DensityModel, assign_density, fit_on_sample
 from segmentation.errors import ContractError
-from segmentation.evaluation import adjusted_rand_index, evaluate_clustering
+from segmentation.evaluation import adjusted_rand_index
 from segmentation.hierarchy import SUB_CLUSTER_COL, SUB_SEGMENT_COL, Split, describe_tree, fit_splits, sub_stages
 from segmentation.identity import (
     IdentityMapping,
@@ -45,7 +45,7 @@ from segmentation.preprocessing import drop_degenerate_columns, fit_preprocessin
 from segmentation.profiles import SegmentDescription, describe_segments
 from segmentation.selection import Choice, choose
 from segmentation.snapshots import Persist, training_reference, with_clv
-from segmentation.sweep import Sweep
+from segmentation.sweep import Sweep, evaluate_candidate
 
 __all__ = [
     "Champion",
@@ -226,19 +226,22 @@ def finalise(
     verdict = choice.rationale["stability"]
     log.log(logging.WARNING if verdict["stable"] is False else logging.INFO, verdict["message"])
     cluster_model, refit_rows = sweep.models[(champion, k)], prepared.n_sample
-    if prepared.sample is not prepared.vectors:
+    if champion == DENSITY:  # fitted on a sample by design, and extended to everyone as it is
+        refit_rows = cluster_model.getOrDefault(cluster_model.sampleRows)
+    elif prepared.sample is not prepared.vectors:
         rows, refit_rows = refit_rows_of(prepared, tcfg, persist)
         cluster_model = fit_best(champion, k, tcfg, tcfg.seed, rows)
     cluster_model.setPredictionCol(CLUSTER_COL)
     snapshot = prepared.snapshot
     clustered = cluster_model.transform(prepared.preprocessing.transform(snapshot))
+    n_clusters = k + 1 if champion == DENSITY else k  # density: its noise is a segment of its own
     identity, old_segments = _stable_identity(cfg, previous, previous.identity if previous else None, snapshot,
-                                              clustered, k)  # fmt: skip
+                                              clustered, n_clusters)  # fmt: skip
     model = assemble_model(prepared.preprocessing, cluster_model, identity)
     scored = model.transform(snapshot)
     scored = scored if density is None else assign_density(scored, density)
     assigned = persist(scored.select(*[c for c in _ASSIGNED_COLUMNS if c in scored.columns]))
-    metrics = evaluate_clustering(cluster_model, assigned, "features", CLUSTER_COL, champion, refit_rows)
+    metrics = evaluate_candidate(champion, cluster_model, assigned, CLUSTER_COL, refit_rows)
     if density is not None:
         metrics |= _outlier_metrics(assigned, density)
     if tcfg.ground_truth.enabled:
@@ -358,7 +361,8 @@ def split(spark: SparkSession, cfg: AppConfig, prepared: Prepared, final: Final,
     sizes = {int(r[CLUSTER_COL]): int(r["count"]) for r in labels.groupBy(CLUSTER_COL).count().collect()}
     sample = prepared.sample.join(labels, "customer_id")
     vectors = prepared.vectors.join(labels, "customer_id")
-    splits = fit_splits(tcfg, final.choice.champion, sample, vectors, final.choice.champion_k, sizes, persist)
+    n_broad = len(final.identity.cluster_to_segment)
+    splits = fit_splits(tcfg, final.choice.champion, sample, vectors, n_broad, sizes, persist)
     n_sub = sum(s.k for s in splits)
     numbered = PipelineModel(stages=sub_stages(splits, list(range(n_sub)))).transform(final.assigned)
     previous_sub = previous.sub_identity if previous else None
