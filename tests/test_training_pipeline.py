@@ -102,7 +102,7 @@ def test_the_parent_run_holds_the_charts_selection_identity_and_profiles(trained
 def test_each_stages_seconds_are_parent_metrics_and_the_sweep_covers_its_longest_candidate(trained, runs):
     _, result = trained
     parent, children = runs
-    stages = ["prepare", "outliers", "sweep", "refit", "profile", "charts", "log_model", "register", "write"]
+    stages = ["prepare", "outliers", "sweep", "refit", "split", "profile", "charts", "log_model", "register", "write"]
     assert list(result.seconds) == stages
     assert {f"seconds_{s}": pytest.approx(v) for s, v in result.seconds.items()} == {
         m: v for m, v in parent.data.metrics.items() if m.startswith("seconds_")
