@@ -236,8 +236,9 @@ def _outlier_share(personas: tuple[Persona, ...]) -> float:
 
 def _persona_bounds(n_customers: int, personas: tuple[Persona, ...]) -> list[int]:
     """Exclusive upper customer index of each persona (contiguous id ranges); the outliers, when
-    planted, take the last ``round(outlier_share * n_customers)`` ids."""
-    n_outliers = round(_outlier_share(personas) * n_customers)
+    planted, take the last ``round(outlier_share * n_customers)`` ids, at least one."""
+    share = _outlier_share(personas)
+    n_outliers = max(1, round(share * n_customers)) if share > 0 else 0
     regular = personas[:-1] if n_outliers else personas
     n_regular = n_customers - n_outliers
     bounds, acc = [], 0.0

@@ -190,6 +190,14 @@ def test_a_bad_persona_set_names_its_key():
         PersonaSetConfig(names=("champions", "loyal"), shares={"loyal": 1.0})
 
 
+def test_a_share_of_outliers_too_small_to_round_to_one_still_plants_one(spark):
+    cfg = GeneratorConfig(n_transactions=3000, n_customers=200, seed=3,
+                          personas=PersonaSetConfig(outlier_share=0.001))  # fmt: skip
+    truth = generate(spark, cfg)["ground_truth"].toPandas().sort_values("customer_id")
+    assert len(truth) == 200 and truth["segment"].tolist().count("outlier") == 1
+    assert truth["segment"].iloc[-1] == "outlier"
+
+
 def test_planted_outliers_take_the_last_ids_and_buy_unlike_every_persona(spark):
     cfg = GeneratorConfig(n_transactions=30_000, n_customers=1000, seed=3,
                           personas=PersonaSetConfig(outlier_share=0.02))  # fmt: skip
