@@ -30,7 +30,6 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from segmentation.config import DENSITY, TrainingConfig
-from segmentation.identity import relabel_stage
 from segmentation.models import fit_best
 from segmentation.preprocessing import sql_name
 from segmentation.selection import choose
@@ -127,10 +126,10 @@ def _split(tcfg: TrainingConfig, algorithm: str, cluster: int, first: int, rows:
     return Split(cluster, sub_k, first, model, reason, n_rows, choice.rationale, records)
 
 
-def sub_stages(splits: Sequence[Split], mapping: list[int], cluster_col: str = "cluster") -> list[Any]:
-    """The stages that add ``sub_cluster`` and the stable ``sub_segment`` (``mapping[sub_cluster]``)
-    after the broad model's ``cluster``: each split's model predicting its own column, then built-in
-    ``SQLTransformer``s that keep the row's own and drop the others."""
+def sub_stages(splits: Sequence[Split], cluster_col: str = "cluster") -> list[Any]:
+    """The stages that add ``sub_cluster`` after the broad model's ``cluster``: each split's model
+    predicting its own column, then a built-in ``SQLTransformer`` that keeps the row's own and drops
+    the others. :func:`segmentation.identity.relabel_stage` maps it to the stable ``sub_segment``."""
     stages: list[Any] = []
     cases, temporary = [], []
     for split in splits:
@@ -148,7 +147,6 @@ def sub_stages(splits: Sequence[Split], mapping: list[int], cluster_col: str = "
     drop = f" EXCEPT ({', '.join(temporary)})" if temporary else ""
     case = f"CASE CAST({sql_name(cluster_col)} AS INT) {' '.join(cases)} END"
     stages.append(SQLTransformer(statement=f"SELECT *{drop}, {case} AS {SUB_CLUSTER_COL} FROM __THIS__"))
-    stages.append(relabel_stage(mapping, SUB_CLUSTER_COL, SUB_SEGMENT_COL))
     return stages
 
 

@@ -364,14 +364,15 @@ def split(spark: SparkSession, cfg: AppConfig, prepared: Prepared, final: Final,
     n_broad = len(final.identity.cluster_to_segment)
     splits = fit_splits(tcfg, final.choice.champion, sample, vectors, n_broad, sizes, persist)
     n_sub = sum(s.k for s in splits)
-    numbered = PipelineModel(stages=sub_stages(splits, list(range(n_sub)))).transform(final.assigned)
+    stages = sub_stages(splits)
+    numbered = PipelineModel(stages=stages).transform(final.assigned)
+    numbered = persist(numbered.select(*[c for c in _ASSIGNED_COLUMNS if c in numbered.columns]))
     previous_sub = previous.sub_identity if previous else None
     sub_identity, _ = _stable_identity(cfg, previous, previous_sub, prepared.snapshot, numbered, n_sub,
                                        old_col=SUB_SEGMENT_COL, new_col=SUB_CLUSTER_COL)  # fmt: skip
-    stages = sub_stages(splits, sub_identity.cluster_to_segment)
-    scored = PipelineModel(stages=stages).transform(final.assigned)
-    assigned = persist(scored.select(*[c for c in _ASSIGNED_COLUMNS if c in scored.columns]))
-    model = PipelineModel(stages=[*final.model.stages, *stages])
+    relabel = relabel_stage(sub_identity.cluster_to_segment, SUB_CLUSTER_COL, SUB_SEGMENT_COL)
+    assigned = relabel.transform(numbered)  # the sub-models ran once, for the matching and these
+    model = PipelineModel(stages=[*final.model.stages, *stages, relabel])
     metrics = {"hierarchy_sub_segments": float(n_sub),
                "hierarchy_split_segments": float(sum(s.model is not None for s in splits))}  # fmt: skip
     if tcfg.ground_truth.enabled:

@@ -11,6 +11,7 @@ from pyspark.sql import functions as F
 
 from segmentation.config import HierarchyConfig, TrainingConfig
 from segmentation.hierarchy import Split, broad_level, describe_tree, fit_splits, phrase, sub_stages
+from segmentation.identity import relabel_stage
 from segmentation.snapshots import persisting
 
 
@@ -52,7 +53,8 @@ def test_each_broad_cluster_splits_into_what_it_holds_and_small_ones_stay_whole(
         splits = fit_splits(tcfg, "kmeans", data, data, 3, sizes, persist)
     assert [(s.cluster, s.k, s.first) for s in splits] == [(0, 2, 0), (1, 3, 2), (2, 1, 5)]
     assert splits[2].model is None and "too small" in splits[2].reason
-    model = PipelineModel(stages=sub_stages(splits, [10, 11, 12, 13, 14, 15]))
+    model = PipelineModel(stages=[*sub_stages(splits), relabel_stage([10, 11, 12, 13, 14, 15], "sub_cluster",
+                                                                      "sub_segment")])  # fmt: skip
     out = model.transform(data).select("customer_id", "cluster", "sub_cluster", "sub_segment").collect()
     assert {(r.cluster, r.sub_cluster) for r in out} == {(0, 0), (0, 1), (1, 2), (1, 3), (1, 4), (2, 5)}
     assert all(r.sub_segment == 10 + r.sub_cluster for r in out)
@@ -68,7 +70,8 @@ def test_a_gaussian_mixture_sub_model_keeps_its_columns_to_itself(spark):
     model = GaussianMixture(k=2, seed=1, probabilityCol="probability").fit(data)
     kmeans = KMeans(k=2, seed=1).fit(data)
     splits = [Split(0, 2, 0, model, "test", 120), Split(1, 2, 2, kmeans, "test", 0)]
-    out = PipelineModel(stages=sub_stages(splits, [0, 1, 2, 3])).transform(data.withColumn("probability", F.lit(1)))
+    stages = [*sub_stages(splits), relabel_stage([0, 1, 2, 3], "sub_cluster", "sub_segment")]
+    out = PipelineModel(stages=stages).transform(data.withColumn("probability", F.lit(1)))
     assert {"sub_cluster", "sub_segment", "probability"} <= set(out.columns)
     assert not [c for c in out.columns if c.startswith("_sub_")]
     assert {r.sub_segment for r in out.select("sub_segment").collect()} == {0, 1}
