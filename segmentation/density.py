@@ -181,8 +181,9 @@ def fit_on_sample(transformed: DataFrame, preprocessing: PipelineModel, dcfg: De
     return model
 
 
-def _nearest_core_labeller(core_points: np.ndarray, core_labels: np.ndarray, eps: float, scale: np.ndarray):
-    """A pandas UDF body: scaled rows -> the cluster of the nearest core within ``eps``, else -1.
+def _nearest_core_labeller(core_points: np.ndarray, core_labels: np.ndarray, eps: float, scale: np.ndarray,
+                           noise: int = NOISE):  # fmt: skip
+    """A pandas UDF body: scaled rows -> the cluster of the nearest core within ``eps``, else ``noise``.
     Self-contained (numpy and scikit-learn only), so executors need not import this package. The
     k-d tree is built on a task's first batch and reused for its others."""
     tree = None
@@ -193,13 +194,13 @@ def _nearest_core_labeller(core_points: np.ndarray, core_labels: np.ndarray, eps
             return pd.Series([], dtype="int32")
         points = np.stack(values.to_numpy()).astype(float) * scale
         if len(core_points) == 0:
-            return pd.Series(np.full(len(points), -1, dtype="int32"))
+            return pd.Series(np.full(len(points), noise, dtype="int32"))
         if tree is None:
             from sklearn.neighbors import KDTree
 
             tree = KDTree(core_points)
         distance, index = tree.query(points, k=1)
-        labels = np.where(distance[:, 0] <= eps, core_labels[index[:, 0]], -1)
+        labels = np.where(distance[:, 0] <= eps, core_labels[index[:, 0]], noise)
         return pd.Series(labels.astype("int32"))
 
     return label
@@ -248,11 +249,9 @@ class DensityClusterModel(Transformer, HasFeaturesCol, HasPredictionCol, Default
         points = np.asarray(self.getOrDefault(self.coreVectors), dtype=float)
         labels = np.asarray(self.getOrDefault(self.coreLabels), dtype=int)
         scale = np.ones(points.shape[1] if points.ndim == 2 else 0)
-        udf = F.pandas_udf(_nearest_core_labeller(points, labels, self.getOrDefault(self.eps), scale), "int")
-        labelled = dataset.withColumn("_density_label", udf(vector_to_array(F.col(self.getFeaturesCol()))))
-        label = F.col("_density_label")
-        prediction = F.when(label == NOISE, F.lit(self.getK())).otherwise(label).cast("int")
-        return labelled.withColumn(self.getPredictionCol(), prediction).drop("_density_label")
+        body = _nearest_core_labeller(points, labels, self.getOrDefault(self.eps), scale, noise=self.getK())
+        udf = F.pandas_udf(body, "int")
+        return dataset.withColumn(self.getPredictionCol(), udf(vector_to_array(F.col(self.getFeaturesCol()))))
 
 
 def fit_density_candidate(data: DataFrame, dcfg: DensityConfig, seed: int, share: float = 1.0,
