@@ -58,17 +58,17 @@ def _fit_candidate(
     The record times the fit and the metrics apart; ``stability`` is its stability until
     measured (None, or NaN when the check is off). The density candidate was fitted already.
     """
-    wall_start, started = time.time(), time.perf_counter()
     if algorithm == DENSITY and density is not None:
         model, wall_start, fit_seconds = density
-        started = time.perf_counter() - fit_seconds
     else:
+        wall_start, started = time.time(), time.perf_counter()
         model = fit_best(algorithm, k, tcfg, tcfg.seed, sample)
+        fit_seconds = time.perf_counter() - started
     fitted = time.perf_counter()
     predictions = model.transform(sample).persist()
     metrics = evaluate_candidate(algorithm, model, predictions)
     predictions.unpersist()
-    seconds = {"fit_seconds": fitted - started, "metrics_seconds": time.perf_counter() - fitted}
+    seconds = {"fit_seconds": fit_seconds, "metrics_seconds": time.perf_counter() - fitted}
     return model, {"algorithm": algorithm, "k": k, **metrics, "stability_ari": stability, **seconds}, wall_start
 
 
