@@ -226,8 +226,10 @@ def test_spark_remote_local_starts_an_in_process_connect_server_with_delta(tmp_p
     assert (tmp_path / "transactions" / "_delta_log" / "00000000000000000000.json").exists()
 
 
-def test_the_notebooks_run_over_connect(connect_run, connect_server, tmp_path):
-    """The four notebooks, each building its session from SPARK_REMOTE, on the end-to-end run's input."""
+def test_the_notebooks_run_over_connect(spark, connect_run, connect_server, tmp_path):
+    """The four notebooks in order, each building its session from SPARK_REMOTE, on the end-to-end
+    run's input: what an analyst reads off each notebook's cells. This is the suite's one run of the
+    notebooks (tests/test_notebooks.py checks their source form and widgets)."""
     cfg, root, _ = connect_run
     outputs = {
         "features.output.path": tmp_path / "features", "features.quarantine.path": tmp_path / "quarantine",
@@ -239,7 +241,7 @@ def test_the_notebooks_run_over_connect(connect_run, connect_server, tmp_path):
     common = {"env": "local", "config": str(root / "job.yaml"), "set": ";".join(f"{k}={v}" for k, v in outputs.items())}
     params = {
         "01_explore_features.py": {**common, "build": "true"},
-        "02_train_and_compare.py": {**common, "k_min": "2", "k_max": "3", "algorithms": "kmeans"},
+        "02_train_and_compare.py": {**common, "k_min": "2", "k_max": "3", "algorithms": "kmeans,bisecting_kmeans"},
         "03_inspect_and_name_segments.py": common,
         "04_score.py": common,
     }
@@ -249,7 +251,17 @@ def test_the_notebooks_run_over_connect(connect_run, connect_server, tmp_path):
     assert done.returncode == 0, done.stderr[-4000:]
     facts = json.loads(done.stdout.strip().splitlines()[-1])
     assert facts["session"].startswith("pyspark.sql.connect")
-    customers, (_, k, version) = facts["customers"], facts["champion"]
-    assert customers > 400 and k in (2, 3) and facts["children"] == 2
-    assert facts["profiled"] == customers and facts["report"] == "<!doctype html>"
-    assert facts["scored"] == [customers, version]
+    customers, (champion, k, version, run_id) = facts["customers"], facts["champion"]
+    # 01 built the snapshot and described the newest one.
+    as_of, newest, described = facts["explored"]
+    assert as_of == newest and described == customers > 400
+    # 02 swept both algorithms at k 2 and 3, one child run each, and explained its choice.
+    assert facts["children"] == [["bisecting_kmeans", "2"], ["bisecting_kmeans", "3"], ["kmeans", "2"], ["kmeans", "3"]]
+    assert facts["silhouettes"] and facts["rationale"] == [champion, k] and k in (2, 3)
+    # 03 read that run's profiles and rules, and rendered the report.
+    assert facts["inspected"] == [run_id, version] and facts["profiles"] == k and facts["profiled"] == customers
+    assert 0 < facts["fidelity"] <= 1 and facts["report"] == "<!doctype html>"
+    assert any((tmp_path / "reports").glob("*.html"))
+    # 04 scored every customer of the same snapshot with that version, into the current table.
+    assert facts["scored"] == [customers, version, facts["as_of"], customers]
+    assert spark.read.format("delta").load(str(tmp_path / "current")).count() == customers

@@ -27,7 +27,6 @@ from pyspark.testing import assertDataFrameEqual
 from segmentation.feature_pipeline import run_feature_pipeline
 from segmentation.io import write_table
 from segmentation.scoring_pipeline import run_scoring
-from segmentation.training_pipeline import run_training
 
 ROOT = Path(__file__).resolve().parent.parent
 # Many small write tasks (no coalescing, no broadcast join) so that a commit's data files
@@ -225,30 +224,3 @@ def test_injected_task_failures_are_retried_and_the_output_is_exactly_a_clean_ru
     assertDataFrameEqual(written, clean)
     quality = spark.read.format("delta").load(str(tmp_path / "quality")).drop("source")
     assertDataFrameEqual(quality, spark.read.format("delta").load(cfg.features.quality.path).drop("source"))
-
-
-def test_rerunning_training_with_the_same_seed_gives_the_same_segments(spark, trained, tmp_path):
-    cfg, _ = trained
-    out = cfg.training.assignments.model_copy(update={"path": str(tmp_path / "assignments")})
-    rerun = cfg.model_copy(update={
-        "training": cfg.training.model_copy(update={
-            "algorithms": ["kmeans"], "k_max": 4, "assignments": out, "promote": "always",
-        }),
-        "profiles": cfg.profiles.model_copy(update={
-            "output": out.model_copy(update={"path": str(tmp_path / "profiles")}), "report_dir": str(tmp_path),
-        }),
-        "mlflow": cfg.mlflow.model_copy(update={
-            "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "artifact_location": str(tmp_path / "artifacts"),
-        }),
-    })  # fmt: skip
-    first, second = run_training(spark, rerun), run_training(spark, rerun)
-    assert (first.model_version, second.model_version) == ("1", "2")
-    assert (first.champion, first.k) == (second.champion, second.k)
-    assignments = spark.read.format("delta").load(str(tmp_path / "assignments"))
-
-    def segments(version):
-        rows = assignments.where(F.col("model_version") == version).select("customer_id", "segment")
-        return sorted(rows.collect())
-
-    assert segments(first.model_version) == segments(second.model_version)
-    assert len(segments(first.model_version)) > 1000
