@@ -80,6 +80,7 @@ RULES: dict[str, Callable[[dict], Pick]] = {
     "today's rule (silhouette; GMM by BIC; champion by silhouette)": _rule("silhouette"),
     "k_criterion: elbow (GMM by BIC; champion by silhouette)": _rule("elbow"),
     "k_criterion: elbow, KMeans and BisectingKMeans only": _rule("elbow", ALGORITHMS[:2]),
+    "k_criterion: bisecting (k from BisectingKMeans; champion by silhouette within one of it)": _rule("bisecting"),
     "best silhouette at or above the elbow, BisectingKMeans only": _silhouette_from_elbow(ALGORITHMS[1:2]),
     "best silhouette at or above the elbow, KMeans and BisectingKMeans": _silhouette_from_elbow(ALGORITHMS[:2]),
     **{f"the best k of {a} (knows the personas: an upper bound)": _oracle(a) for a in ALGORITHMS},

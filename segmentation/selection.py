@@ -19,6 +19,13 @@ Rule
 3. GaussianMixture: the lowest BIC wins; ties (within 0.1% of the BIC) go to the
    smaller k. When a BIC is not finite (a collapsed component makes the
    likelihood infinite), step 2's rule (with its ``k_criterion``) applies instead.
+   With ``k_criterion: bisecting`` steps 2 and 3 are replaced: BisectingKMeans
+   (the first algorithm listed when it is not swept) sets the number of
+   segments, as the highest silhouette among its k at or above its elbow (ties
+   to the k nearest the elbow, then the smaller); every other algorithm takes
+   its highest silhouette among the k within one of that number (ties to the
+   nearer k, then the smaller). When none of those k is admissible, all of them
+   are considered and the rationale says so.
 4. Champion: the algorithm whose chosen model has the highest silhouette
    (computed on hard assignments for every algorithm); ties within
    ``silhouette_tolerance`` go to the earlier algorithm in
@@ -130,13 +137,17 @@ def choose(
 ) -> Choice:
     """Apply the rule to the sweep's records (keys: algorithm, k, silhouette, wssse, bic,
     min_cluster_share, stability_ari)."""
+    rule = (min_cluster_share, min_stability, silhouette_tolerance, k_criterion)
+    by_algorithm = _rows_by_algorithm(records, algorithms)
     per_algorithm: dict[str, Any] = {}
-    for algorithm in algorithms:
-        rows = sorted((r for r in records if r["algorithm"] == algorithm), key=lambda r: r["k"])
-        if rows:
-            per_algorithm[algorithm] = _choose_k(
-                algorithm, rows, min_cluster_share, min_stability, silhouette_tolerance, k_criterion
-            )
+    reference = _reference(by_algorithm, k_criterion)
+    if reference is not None:
+        per_algorithm[reference] = _choose_k(reference, by_algorithm[reference], *rule)
+    reference_k = per_algorithm[reference]["chosen_k"] if reference is not None else None
+    for algorithm, rows in by_algorithm.items():
+        if algorithm != reference:
+            per_algorithm[algorithm] = _choose_k(algorithm, rows, *rule, reference_k)
+    per_algorithm = {a: per_algorithm[a] for a in by_algorithm}  # in the order of training.algorithms
     if not per_algorithm:
         raise ValueError("the sweep produced no candidates to choose from")
     chosen = {algorithm: pick["chosen_k"] for algorithm, pick in per_algorithm.items()}
@@ -161,6 +172,31 @@ def choose(
     return Choice(chosen_k=chosen, champion=champion, rationale=rationale)
 
 
+def _rows_by_algorithm(records: Sequence[Mapping[str, Any]], algorithms: Sequence[str]) -> dict[str, list]:
+    """Each swept algorithm's records, sorted by k, in the order of ``algorithms``."""
+    by_algorithm = {a: sorted((r for r in records if r["algorithm"] == a), key=lambda r: r["k"]) for a in algorithms}
+    return {a: rows for a, rows in by_algorithm.items() if rows}
+
+
+def _reference(by_algorithm: Mapping[str, list], k_criterion: str) -> str | None:
+    """With ``k_criterion: bisecting``, the algorithm whose pick sets the number of segments."""
+    if k_criterion != "bisecting" or not by_algorithm:
+        return None
+    return "bisecting_kmeans" if "bisecting_kmeans" in by_algorithm else next(iter(by_algorithm))
+
+
+def _considered(
+    rows: list[Mapping[str, Any]], k_criterion: str, elbow: int, reference_k: int | None
+) -> list[Mapping[str, Any]]:
+    """The k an algorithm chooses among: all of them, or under ``k_criterion: bisecting`` those at or
+    above the elbow (the reference algorithm) or within one of the reference's k (the others)."""
+    if k_criterion != "bisecting":
+        return rows
+    if reference_k is None:
+        return [r for r in rows if r["k"] >= elbow]
+    return [r for r in rows if abs(r["k"] - reference_k) <= 1] or rows
+
+
 def _choose_k(
     algorithm: str,
     rows: list[Mapping[str, Any]],
@@ -168,28 +204,27 @@ def _choose_k(
     min_stability: float,
     silhouette_tolerance: float,
     k_criterion: str = "silhouette",
+    reference_k: int | None = None,
 ) -> dict[str, Any]:
     """Steps 1 to 3 for one algorithm's candidates (sorted by k): the chosen k and why."""
-    admissible = _admissible(rows, min_cluster_share, min_stability)
+    elbow = _elbow_of(rows)
+    considered = _considered(rows, k_criterion, elbow, reference_k)
+    admissible = _admissible(considered, min_cluster_share, min_stability)
     note = "admissible candidates only"
     if not admissible:
-        admissible = rows
+        admissible = considered
         note = "no k met the minimum cluster share and stability; chose among all candidates"
-    elbow = _elbow_of(rows)
-    by_bic = _by_bic(algorithm, admissible)
+    by_bic = reference_k is None and _by_bic(algorithm, admissible)
     order, tied_with = _ranking(by_bic, silhouette_tolerance, elbow if k_criterion == "elbow" else None)
     best = min(admissible, key=order)
     tied = [r for r in admissible if tied_with(r, best)]
+    centre = elbow if reference_k is None else reference_k
     if by_bic:
         pick = min(tied, key=lambda r: r["k"])
         criterion = "lowest BIC (ties within 0.1% to the smaller k)"
     else:
-        pick = min(tied, key=lambda r: (abs(r["k"] - elbow), r["k"]))
-        criterion = (
-            "the k nearest the elbow of the WSSSE curve (then the smaller k)"
-            if k_criterion == "elbow"
-            else f"highest silhouette (ties within {silhouette_tolerance} to the k nearest the elbow)"
-        )
+        pick = min(tied, key=lambda r: (abs(r["k"] - centre), r["k"]))
+        criterion = _criterion(k_criterion, silhouette_tolerance, reference_k)
     return {
         "chosen_k": int(pick["k"]),
         "criterion": criterion,
@@ -198,7 +233,18 @@ def _choose_k(
         "admissible_k": [int(r["k"]) for r in admissible],
         "tied_k": [int(r["k"]) for r in tied],
         "unmeasured_k": [int(r["k"]) for r in rows if r["stability_ari"] is None],
+        **({"considered_k": [int(r["k"]) for r in considered]} if k_criterion == "bisecting" else {}),
     }
+
+
+def _criterion(k_criterion: str, silhouette_tolerance: float, reference_k: int | None) -> str:
+    if k_criterion == "elbow":
+        return "the k nearest the elbow of the WSSSE curve (then the smaller k)"
+    if k_criterion == "bisecting" and reference_k is None:
+        return f"highest silhouette at or above the elbow, setting the number of segments (ties within {silhouette_tolerance} to the k nearest the elbow)"  # noqa: E501
+    if k_criterion == "bisecting":
+        return f"highest silhouette within one of the {reference_k} segments set by the reference (ties within {silhouette_tolerance} to the nearer k)"  # noqa: E501
+    return f"highest silhouette (ties within {silhouette_tolerance} to the k nearest the elbow)"
 
 
 def _champion(
@@ -256,6 +302,22 @@ def _plain(algorithm: str) -> str:
     return _PLAIN.get(algorithm, algorithm)
 
 
+def _how(criterion: str) -> str:
+    """How an algorithm kept its number of segments, in plain words."""
+    if criterion.startswith("lowest BIC"):
+        return "the number with the best fit for its complexity (lowest BIC)"
+    if criterion.startswith("the k nearest"):
+        return "the number at the bend of the tightness curve, past which more segments add little"
+    if "setting the number" in criterion:
+        return (
+            "from the bend of the tightness curve upwards, the number whose customers sit most clearly in "
+            "their own segment; its splits are nested, so this number sets the count for the other methods"
+        )
+    if "set by the reference" in criterion:
+        return "the number, within one of that count, whose customers sit most clearly in their own segment"
+    return "the number whose customers sit most clearly in their own segment (highest silhouette)"
+
+
 def describe_choice(rationale: Mapping[str, Any]) -> list[str]:
     """The choice in sentences a marketer can follow, from :func:`choose`'s rationale."""
     per, champion = rationale["per_algorithm"], rationale["champion"]
@@ -265,14 +327,9 @@ def describe_choice(rationale: Mapping[str, Any]) -> list[str]:
         f"Each method ({', '.join(_plain(a) for a in per)}) split the customers into every number of segments "
         f"in the range tried{own}, and kept one number: the finalists below."
     ]
-    for algorithm, pick in per.items():
-        how = (
-            "the number with the best fit for its complexity (lowest BIC)"
-            if pick["criterion"].startswith("lowest BIC")
-            else "the number at the bend of the tightness curve, past which more segments add little"
-            if pick["criterion"].startswith("the k nearest")
-            else "the number whose customers sit most clearly in their own segment (highest silhouette)"
-        )
+    # The algorithm that sets the number of segments (k_criterion: bisecting) is told first.
+    for algorithm, pick in sorted(per.items(), key=lambda item: "setting the number" not in item[1]["criterion"]):
+        how = _how(pick["criterion"])
         caveat = (
             ""
             if pick["note"] == "admissible candidates only"
@@ -312,22 +369,41 @@ def stability_needed(
     are the unmeasured ones it would tie with; the walk stops there, or at the first
     stable one, whose unmeasured ties are needed. An empty list means the rule can decide.
     """
-    needed: list[tuple[str, int]] = []
-    for algorithm in algorithms:
-        rows = [r for r in records if r["algorithm"] == algorithm and r["min_cluster_share"] >= min_cluster_share]
-        unmeasured = [r for r in rows if r["stability_ari"] is None]
-        if not unmeasured:
-            continue
-        by_bic = _by_bic(algorithm, rows)
-        if algorithm == "gaussian_mixture" and not by_bic:
-            # Whether the BIC or the silhouette rule applies depends on which are admissible.
-            needed += [(algorithm, int(r["k"])) for r in unmeasured]
-            continue
-        every = [r for r in records if r["algorithm"] == algorithm]
-        elbow = _elbow_of(sorted(every, key=lambda r: r["k"])) if k_criterion == "elbow" else None
-        order, tied_with = _ranking(by_bic, silhouette_tolerance, elbow)
-        for r in sorted(rows, key=order):
-            if r["stability_ari"] is None or _stable(r, min_stability):
-                needed += [(algorithm, int(o["k"])) for o in unmeasured if tied_with(o, r)]
-                break
-    return needed
+    rule = (min_cluster_share, min_stability, silhouette_tolerance, k_criterion)
+    by_algorithm = _rows_by_algorithm(records, algorithms)
+    reference = _reference(by_algorithm, k_criterion)
+    if reference is None:
+        return [n for a, rows in by_algorithm.items() for n in _needed(a, rows, *rule)]
+    # The others choose around the reference's pick, so that pick is settled first.
+    needed = _needed(reference, by_algorithm[reference], *rule)
+    if needed:
+        return needed
+    reference_k = _choose_k(reference, by_algorithm[reference], *rule)["chosen_k"]
+    return [n for a, rows in by_algorithm.items() if a != reference for n in _needed(a, rows, *rule, reference_k)]
+
+
+def _needed(
+    algorithm: str,
+    every: list[Mapping[str, Any]],
+    min_cluster_share: float,
+    min_stability: float,
+    silhouette_tolerance: float,
+    k_criterion: str,
+    reference_k: int | None = None,
+) -> list[tuple[str, int]]:
+    """One algorithm's walk for :func:`stability_needed` (``every``: its records sorted by k)."""
+    elbow = _elbow_of(every)
+    considered = _considered(every, k_criterion, elbow, reference_k)
+    rows = [r for r in considered if r["min_cluster_share"] >= min_cluster_share]
+    unmeasured = [r for r in rows if r["stability_ari"] is None]
+    if not unmeasured:
+        return []
+    by_bic = reference_k is None and _by_bic(algorithm, rows)
+    if algorithm == "gaussian_mixture" and reference_k is None and not by_bic:
+        # Whether the BIC or the silhouette rule applies depends on which are admissible.
+        return [(algorithm, int(r["k"])) for r in unmeasured]
+    order, tied_with = _ranking(by_bic, silhouette_tolerance, elbow if k_criterion == "elbow" else None)
+    for r in sorted(rows, key=order):
+        if r["stability_ari"] is None or _stable(r, min_stability):
+            return [(algorithm, int(o["k"])) for o in unmeasured if tied_with(o, r)]
+    return []

@@ -125,7 +125,7 @@ def random_sweep(rng: random.Random):
     return records
 
 
-@pytest.mark.parametrize("k_criterion", ["silhouette", "elbow"])
+@pytest.mark.parametrize("k_criterion", ["silhouette", "elbow", "bisecting"])
 def test_measuring_only_the_needed_stabilities_picks_what_measuring_all_picks(k_criterion):
     rng = random.Random(7)
     rule = {**RULE, "k_criterion": k_criterion}
@@ -179,6 +179,35 @@ def test_the_elbow_criterion_takes_the_admissible_k_nearest_the_elbow():
     assert measured == {("kmeans", 4), ("kmeans", 3)}  # down to the first stable one, nearest first
     gmm = [rec("gaussian_mixture", k, 0.5, wssse[k], bic=1000.0 - abs(k - 6)) for k in wssse]
     assert choose(gmm, ["gaussian_mixture"], **elbow_rule).chosen_k == {"gaussian_mixture": 2}  # BIC still rules
+
+
+def test_the_bisecting_criterion_takes_the_number_of_segments_from_bisecting_kmeans():
+    wssse = {2: 1000, 3: 500, 4: 200, 5: 180, 6: 170, 7: 165}  # elbow at 4
+    records = [
+        *[rec("bisecting_kmeans", k, s, wssse[k])
+          for k, s in {2: 0.6, 3: 0.55, 4: 0.5, 5: 0.45, 6: 0.3, 7: 0.2}.items()],
+        *[rec("kmeans", k, s, wssse[k]) for k, s in {2: 0.65, 3: 0.40, 4: 0.38, 5: 0.52, 6: 0.1, 7: 0.7}.items()],
+        *[rec("gaussian_mixture", k, s, wssse[k], bic=1000.0 - 10 * k)
+          for k, s in {2: 0.1, 3: 0.2, 4: 0.3, 5: 0.25, 6: 0.1, 7: 0.1}.items()],
+    ]  # fmt: skip
+    bisecting = {**RULE, "k_criterion": "bisecting"}
+    choice = choose(records, ALGORITHMS, **bisecting)
+    # BisectingKMeans: the best silhouette at or above its elbow (4), not its best overall (2). The
+    # others: their best silhouette within one of 4, GaussianMixture too (its BIC would take 7).
+    assert choice.chosen_k == {"bisecting_kmeans": 4, "kmeans": 5, "gaussian_mixture": 4}
+    assert (choice.champion, choice.champion_k) == ("kmeans", 5)  # the best silhouette of the finalists
+    assert choice.rationale["per_algorithm"]["kmeans"]["considered_k"] == [3, 4, 5]
+    assert choose(records, ALGORITHMS, **RULE).chosen_k == {"kmeans": 7, "bisecting_kmeans": 2, "gaussian_mixture": 7}
+    lines = describe_choice(choice.rationale)
+    assert lines[1].startswith("Bisecting k-means kept 4 segments") and "sets the count" in lines[1]
+    assert lines[2].startswith("K-means kept 5 segments") and "within one of that count" in lines[2]
+
+    # An unstable pick is not admissible: BisectingKMeans moves to 5, so the window to 4..6.
+    shaky = [{**r, "stability_ari": 0.2} if (r["algorithm"], r["k"]) == ("bisecting_kmeans", 4) else r for r in records]
+    moved = {"bisecting_kmeans": 5, "kmeans": 5, "gaussian_mixture": 4}
+    assert choose(shaky, ALGORITHMS, **bisecting).chosen_k == moved
+    # Without BisectingKMeans the first algorithm listed sets the number: KMeans' best at or above 4.
+    assert choose(records, ["kmeans", "gaussian_mixture"], **bisecting).chosen_k == {"kmeans": 7, "gaussian_mixture": 7}
 
 
 def test_an_unstable_champion_is_reported_with_the_most_stable_candidate_measured():
