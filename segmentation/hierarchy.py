@@ -99,9 +99,12 @@ def _split(tcfg: TrainingConfig, algorithm: str, cluster: int, first: int, rows:
     if size < low * min_customers or n_rows < low * 10:
         return Split(cluster, 1, first, None, f"too small to split into {low} of {min_customers}+ customers", n_rows)
     min_share = max(tcfg.selection.min_cluster_share, min_customers / size)
+    # Over sub_k's two to four k the elbow is the middle one unless the curve is straight, so
+    # "at or above the elbow" (k_criterion: bisecting) would never split in two: splits use silhouette.
+    criterion = "silhouette" if tcfg.selection.k_criterion == "bisecting" else tcfg.selection.k_criterion
     sub_cfg = tcfg.model_copy(update={
         "k_min": low, "k_max": min(high, n_rows - 1), "algorithms": [algorithm],
-        "selection": tcfg.selection.model_copy(update={"min_cluster_share": min_share}),
+        "selection": tcfg.selection.model_copy(update={"min_cluster_share": min_share, "k_criterion": criterion}),
     })  # fmt: skip
     sel = sub_cfg.selection
     sweep = run_sweep(sub_cfg, rows)

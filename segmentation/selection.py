@@ -373,13 +373,24 @@ def stability_needed(
     by_algorithm = _rows_by_algorithm(records, algorithms)
     reference = _reference(by_algorithm, k_criterion)
     if reference is None:
-        return [n for a, rows in by_algorithm.items() for n in _needed(a, rows, *rule)]
-    # The others choose around the reference's pick, so that pick is settled first.
-    needed = _needed(reference, by_algorithm[reference], *rule)
+        needed = [n for a, rows in by_algorithm.items() for n in _needed(a, rows, *rule)]
+    else:
+        # The others choose around the reference's pick, so that pick is settled first.
+        needed = _needed(reference, by_algorithm[reference], *rule)
+        if not needed:
+            reference_k = _choose_k(reference, by_algorithm[reference], *rule)["chosen_k"]
+            others = [(a, rows) for a, rows in by_algorithm.items() if a != reference]
+            needed = [n for a, rows in others for n in _needed(a, rows, *rule, reference_k)]
     if needed:
         return needed
-    reference_k = _choose_k(reference, by_algorithm[reference], *rule)["chosen_k"]
-    return [n for a, rows in by_algorithm.items() if a != reference for n in _needed(a, rows, *rule, reference_k)]
+    # A pick made among all candidates (none passed step 1) may not have been measured: measure it for
+    # the verdict. Its stability cannot change the pick.
+    choice = choose(records, algorithms, *rule)
+    return [(a, k) for a, k in choice.chosen_k.items() if _pick(records, a, k)["stability_ari"] is None]
+
+
+def _pick(records: Sequence[Mapping[str, Any]], algorithm: str, k: int) -> Mapping[str, Any]:
+    return next(r for r in records if r["algorithm"] == algorithm and r["k"] == k)
 
 
 def _needed(
