@@ -315,8 +315,9 @@ class SelectionConfig(_Section):
     # full stability curve in the MLflow compare view.
     stability_scope: Literal["shortlist", "all"] = "shortlist"
     silhouette_tolerance: float = Field(0.01, ge=0)
-    # How KMeans and BisectingKMeans pick k: the best silhouette (ties to the elbow), or the k nearest the
-    # elbow of the WSSSE curve (docs/training.md, Planted personas, measures both).
+    # How k is picked: bisecting (BisectingKMeans' best silhouette at or above its elbow sets the number,
+    # every algorithm takes its best silhouette within one of it), silhouette (each algorithm's best over
+    # the range, GaussianMixture by BIC) or elbow (docs/training.md, Planted personas, measures all three).
     k_criterion: Literal["silhouette", "elbow", "bisecting"] = "bisecting"
     # Candidates fitted at once from driver threads. MLlib's per-iteration jobs on a sample leave
     # cores idle between them; two threads fit the KMeans sweep 1.7x faster on 2 cores (make bench).
