@@ -251,7 +251,7 @@ def _champion(
     records: Sequence[Mapping[str, Any]], chosen: Mapping[str, int], silhouette_tolerance: float
 ) -> tuple[str, dict[str, float]]:
     """Step 4: the champion algorithm, and the silhouette of each algorithm's chosen model."""
-    finalists = [(a, next(r for r in records if r["algorithm"] == a and r["k"] == k)) for a, k in chosen.items()]
+    finalists = [(a, _pick(records, a, k)) for a, k in chosen.items()]
     best = max(_silhouette(r) for _, r in finalists)
     champion = next(a for a, r in finalists if _silhouette(r) >= best - silhouette_tolerance)
     return champion, {a: r["silhouette"] for a, r in finalists}
@@ -260,7 +260,7 @@ def _champion(
 def _verdict(records: Sequence[Mapping[str, Any]], champion: str, k: int, stable_ari: float) -> dict[str, Any]:
     """Step 5: is the champion stable, and if not, which measured candidate came closest."""
     ks = sorted({int(r["k"]) for r in records})
-    ari = next(r for r in records if r["algorithm"] == champion and r["k"] == k)["stability_ari"]
+    ari = _pick(records, champion, k)["stability_ari"]
     verdict: dict[str, Any] = {"threshold": stable_ari, "champion_stability_ari": ari, "k_range": [ks[0], ks[-1]]}
     if not _finite(ari):
         why = "it was not measured" if ari is None else "training.selection.stability_seeds is 1"
@@ -390,6 +390,7 @@ def stability_needed(
 
 
 def _pick(records: Sequence[Mapping[str, Any]], algorithm: str, k: int) -> Mapping[str, Any]:
+    """The record of one candidate."""
     return next(r for r in records if r["algorithm"] == algorithm and r["k"] == k)
 
 

@@ -19,6 +19,7 @@ def main(params: dict[str, dict[str, str]]) -> dict:
     ran = {p.stem[:2]: runpy.run_path(str(p), init_globals={"NOTEBOOK_PARAMS": params[p.name]}) for p in NOTEBOOKS}
     explore, train, inspect, score = (ran[n] for n in ("01", "02", "03", "04"))
     result, scored = train["result"], score["result"]
+    profiles = inspect["profiles"].toPandas()
     return {
         "session": type(score["spark"]).__module__,
         "customers": explore["snapshot"].count(),
@@ -28,8 +29,8 @@ def main(params: dict[str, dict[str, str]]) -> dict:
         "silhouettes": bool(train["children"]["metrics.silhouette"].notna().all()),
         "rationale": [train["rationale"]["champion"]["algorithm"], train["rationale"]["champion"]["k"]],
         "inspected": [inspect["run_id"], inspect["model_version"]],
-        "profiles": len(inspect["profiles"].toPandas()),
-        "profiled": int(inspect["profiles"].toPandas()["customers"].sum()),
+        "profiles": len(profiles),
+        "profiled": int(profiles["customers"].sum()),
         "fidelity": inspect["rules"]["fidelity"],
         "report": inspect["html"].lstrip().lower()[:15],
         "scored": [scored.customers, scored.model_version, str(scored.as_of), sum(scored.segment_counts.values())],
