@@ -266,6 +266,7 @@ class KMeansParams(_Section):
     # "block" stacks rows into matrices and uses BLAS level 3: the same centres as "row",
     # 4.6x faster here (475,954 x 30, k=8, 20 iterations: 7.7 s against 35.6 s; see make bench).
     solver: Literal["auto", "row", "block"] = "block"
+    restarts: int | None = Field(None, ge=1)  # None: training.restarts
 
 
 class BisectingKMeansParams(_Section):
@@ -274,6 +275,7 @@ class BisectingKMeansParams(_Section):
     max_iter: int = Field(15, ge=1)
     min_divisible_cluster_size: float = Field(1.0, gt=0)
     distance_measure: Literal["euclidean", "cosine"] = "euclidean"
+    restarts: int | None = Field(None, ge=1)  # None: training.restarts
 
 
 class GaussianMixtureParams(_Section):
@@ -282,6 +284,7 @@ class GaussianMixtureParams(_Section):
     # 0.988) in a third of the time on the demo's customers (docs/performance.md).
     max_iter: int = Field(30, ge=1)
     tol: float = Field(0.01, ge=0)
+    restarts: int | None = Field(None, ge=1)  # None: training.restarts
 
 
 class PcaConfig(_Section):
@@ -329,8 +332,16 @@ class RefitConfig(_Section):
 
     # None: all of them. A number: all of them up to that many, and above it a uniform sample of
     # about that many (sample(fraction) seeded with training.seed: one larger than the sweep's
-    # sample contains it).
-    max_customers: int | None = Field(None, ge=1000)
+    # sample contains it), for the algorithms in sample_algorithms only.
+    max_customers: int | None = Field(200_000, ge=1000)
+    # BisectingKMeans fitted on 50k to 200k sampled customers assigns them as its full refit does
+    # (adjusted Rand index 0.994 to 0.999 at 476k customers, docs/performance.md); KMeans and
+    # GaussianMixture on a sample do not (0.50 to 0.74), so they are refitted on everyone.
+    sample_algorithms: list[Algorithm] = Field(default_factory=lambda: ["bisecting_kmeans"])
+
+    def limit_for(self, algorithm: str) -> int | None:
+        """The most customers ``algorithm`` is refitted on; None for all of them."""
+        return self.max_customers if algorithm in self.sample_algorithms else None
 
 
 class DensityConfig(_Section):
@@ -414,7 +425,8 @@ class TrainingConfig(_Section):
     k_min: int = Field(2, ge=2)
     k_max: int = Field(12, ge=2)
     seed: int = 42
-    # Every fit (sweep, stability, refit) is the best of this many starts (segmentation.models.fit_best).
+    # Every fit (sweep, stability, refit) is the best of this many starts (segmentation.models.fit_best),
+    # unless the algorithm's own section sets restarts (training.kmeans.restarts, ...).
     restarts: int = Field(1, ge=1)
     # Seconds one start of one fit may take before its Spark jobs are interrupted and it is
     # retried from another seed (segmentation.models.fit_within); None waits forever.
@@ -435,6 +447,11 @@ class TrainingConfig(_Section):
     # Promoting a retrain over a champion is therefore explicit.
     promote: Literal["auto", "always", "never"] = "auto"
     assignments: OutputConfig = Field(default_factory=lambda: OutputConfig(path="data/segment_assignments"))
+
+    def restarts_for(self, algorithm: str) -> int:
+        """Starts per fit of ``algorithm``: its section's ``restarts``, else ``training.restarts``."""
+        own = getattr(self, algorithm).restarts if algorithm in ALGORITHMS else None
+        return self.restarts if own is None else own
 
     @model_validator(mode="after")
     def _ranges(self) -> TrainingConfig:

@@ -122,7 +122,7 @@ def _split(tcfg: TrainingConfig, algorithm: str, cluster: int, first: int, rows:
     model = sweep.models[(algorithm, sub_k)]
     if n_rows < size:  # the sweep ran on a sample of the segment: refit on all of it, as the champion is
         segment = vectors.where(F.col("cluster") == cluster).select("customer_id", "features")
-        limit = tcfg.refit.max_customers  # and above training.refit.max_customers on a sample, as it is
+        limit = tcfg.refit.limit_for(algorithm)  # and above training.refit.max_customers on a sample, as it is
         segment = segment if limit is None or size <= limit else segment.sample(False, limit / size, tcfg.seed)
         model = fit_best(algorithm, sub_k, sub_cfg, sub_cfg.seed, segment)
     reason = f"chosen by the rule on {n_rows} customers"

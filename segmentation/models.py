@@ -99,7 +99,7 @@ def objective(algorithm: str, model: Any) -> float:
 
 
 def fit_best(algorithm: str, k: int, cfg: TrainingConfig, seed: int, data: DataFrame, **columns: str) -> Any:
-    """Fit ``cfg.restarts`` times from different starts and keep the fit with the best objective.
+    """Fit ``cfg.restarts_for(algorithm)`` times from different starts and keep the fit with the best objective.
 
     KMeans and GaussianMixture converge to a local optimum that depends on their start: on the
     demo's 47,639 customers, six KMeans k=7 starts ended at five different within-cluster sums of
@@ -116,7 +116,7 @@ def fit_best(algorithm: str, k: int, cfg: TrainingConfig, seed: int, data: DataF
         return fit_density_candidate(data, cfg.density, seed, share, columns.get("features_col", "features"),
                                      columns.get("prediction_col", "prediction"))  # fmt: skip
     best, best_objective = None, float("inf")
-    for start in range(cfg.restarts):
+    for start in range(cfg.restarts_for(algorithm)):
         model, value = _fit_start(algorithm, k, cfg, seed + start * RESTART_STRIDE, data, columns)
         if best is None or value < best_objective:
             best, best_objective = model, value
@@ -197,7 +197,7 @@ def param_record(algorithm: str, k: int, cfg: TrainingConfig, seed: int) -> dict
         "algorithm": algorithm,
         "k": k,
         "seed": seed,
-        "restarts": cfg.restarts,
+        "restarts": cfg.restarts_for(algorithm),
         "max_iter": {"kmeans": km.max_iter, "bisecting_kmeans": bk.max_iter, "gaussian_mixture": gm.max_iter}.get(
             algorithm, NOT_APPLICABLE
         ),

@@ -229,7 +229,7 @@ def finalise(
     if champion == DENSITY:  # fitted on a sample by design, and extended to everyone as it is
         refit_rows = cluster_model.getOrDefault(cluster_model.sampleRows)
     elif prepared.sample is not prepared.vectors:
-        rows, refit_rows = refit_rows_of(prepared, tcfg, persist)
+        rows, refit_rows = refit_rows_of(prepared, tcfg, persist, champion)
         cluster_model = fit_best(champion, k, tcfg, tcfg.seed, rows)
     cluster_model.setPredictionCol(CLUSTER_COL)
     snapshot = prepared.snapshot
@@ -280,16 +280,17 @@ def _ground_truth_outliers(spark: SparkSession, tcfg: TrainingConfig, assigned: 
     return {"ground_truth_outlier_recall": recall, "ground_truth_outlier_false_share": false_share}
 
 
-def refit_rows_of(prepared: Prepared, tcfg: TrainingConfig, persist: Persist) -> tuple[DataFrame, int]:
-    """The vectors the champion is refitted on, and how many: every customer up to
-    ``refit.max_customers``, above it a uniform sample of about that many."""
-    limit = tcfg.refit.max_customers
+def refit_rows_of(prepared: Prepared, tcfg: TrainingConfig, persist: Persist, algorithm: str) -> tuple[DataFrame, int]:
+    """The vectors ``algorithm``'s champion is refitted on, and how many: every customer up to
+    ``refit.max_customers``, above it a uniform sample of about that many where
+    ``refit.sample_algorithms`` names the algorithm."""
+    limit = tcfg.refit.limit_for(algorithm)
     if limit is None or prepared.n_customers <= limit:
         return prepared.vectors, prepared.n_customers - prepared.n_left_out
     rows = persist(prepared.vectors.sample(False, limit / prepared.n_customers, tcfg.seed))
     n_rows = rows.count()
-    log.info("refitting the champion on a sample of %d of %d customers (refit.max_customers=%d)",
-             n_rows, prepared.n_customers, limit)  # fmt: skip
+    log.info("refitting the champion (%s) on a sample of %d of %d customers (refit.max_customers=%d)",
+             algorithm, n_rows, prepared.n_customers, limit)  # fmt: skip
     return rows, n_rows
 
 

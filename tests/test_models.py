@@ -63,6 +63,17 @@ def test_the_best_of_several_starts_is_the_start_with_the_best_objective(blobs, 
     assert param_record(algorithm, 6, cfg, 3)["restarts"] == "5"
 
 
+def test_an_algorithms_own_restarts_override_the_training_default(blobs):
+    cfg = TrainingConfig(restarts=1, kmeans={"init_mode": "random", "max_iter": 2, "restarts": 5})
+    starts = [
+        objective("kmeans", build_estimator("kmeans", 6, cfg, 3 + i * RESTART_STRIDE).fit(blobs)) for i in range(5)
+    ]
+    assert objective("kmeans", fit_best("kmeans", 6, cfg, 3, blobs)) == min(starts) < max(starts)
+    assert cfg.restarts_for("kmeans") == 5 and cfg.restarts_for("gaussian_mixture") == 1
+    assert param_record("kmeans", 6, cfg, 3)["restarts"] == "5"
+    assert param_record("bisecting_kmeans", 6, cfg, 3)["restarts"] == "1"
+
+
 @pytest.fixture(scope="module")
 def slow_vectors(spark):
     """Vectors that take about a second per 20 rows to compute, so any fit on them is slow."""

@@ -81,10 +81,11 @@ def test_below_the_refit_limit_the_champion_is_refitted_on_every_customer(spark,
     cfg, result = trained
     parent, _ = runs
     features = spark.read.format("delta").load(str(cfg.features.output.path))
-    assert cfg.training.refit.max_customers is None
+    customers = features.where(features.as_of == result.as_of).count()
+    assert customers < cfg.training.refit.max_customers  # about 1,200, under the default limit
     # The shared run flags outliers but fits on them too (training.density.fit_without_outliers is off).
     assert parent.data.metrics["outliers_left_out"] == 0 < parent.data.metrics["outlier_count"]
-    assert parent.data.metrics["refit_rows"] == features.where(features.as_of == result.as_of).count()
+    assert parent.data.metrics["refit_rows"] == customers
 
 
 def test_the_parent_run_holds_the_charts_selection_identity_and_profiles(trained):

@@ -28,7 +28,7 @@ def test_the_champion_is_refitted_on_everyone_up_to_the_limit(spark):
     with persisting() as persist:
         for limit in (None, N, 2 * N):
             tcfg = TrainingConfig(seed=7, refit={"max_customers": limit})
-            rows, n_rows = refit_rows_of(prepared, tcfg, persist)
+            rows, n_rows = refit_rows_of(prepared, tcfg, persist, "bisecting_kmeans")
             assert rows is prepared.vectors and n_rows == N
 
 
@@ -36,13 +36,24 @@ def test_above_the_limit_it_is_refitted_on_a_seeded_sample_that_holds_the_sweeps
     prepared = _prepared(spark, 500)
     tcfg = TrainingConfig(seed=7, refit={"max_customers": 2000})
     with persisting() as persist:
-        rows, n_rows = refit_rows_of(prepared, tcfg, persist)
+        rows, n_rows = refit_rows_of(prepared, tcfg, persist, "bisecting_kmeans")
         ids = {r.customer_id for r in rows.select("customer_id").collect()}
         assert n_rows == len(ids) and 1800 < n_rows < 2200  # about the limit (a Bernoulli sample)
         assert {r.customer_id for r in prepared.sample.select("customer_id").collect()} <= ids
-        again, _ = refit_rows_of(prepared, tcfg, persist)
+        again, _ = refit_rows_of(prepared, tcfg, persist, "bisecting_kmeans")
         assert {r.customer_id for r in again.select("customer_id").collect()} == ids  # the same rows each run
         assert rows.storageLevel.useMemory  # fitted over many iterations: persisted once
+
+
+def test_only_the_algorithms_named_are_refitted_on_a_sample(spark):
+    prepared = _prepared(spark, 500)
+    tcfg = TrainingConfig(seed=7, refit={"max_customers": 2000, "sample_algorithms": ["bisecting_kmeans"]})
+    with persisting() as persist:
+        for algorithm in ("kmeans", "gaussian_mixture"):  # a sample changes their segments (docs/performance.md)
+            rows, n_rows = refit_rows_of(prepared, tcfg, persist, algorithm)
+            assert rows is prepared.vectors and n_rows == N
+        _, n_rows = refit_rows_of(prepared, tcfg, persist, "bisecting_kmeans")
+        assert n_rows < N
 
 
 def test_flagged_outliers_are_left_out_of_the_fits_and_only_they(spark):
@@ -62,7 +73,7 @@ def test_flagged_outliers_are_left_out_of_the_fits_and_only_they(spark):
         assert {"far1", "far2"} <= outliers and len(outliers) < 10
         assert ids == {r[0] for r in rows} - outliers and kept.sample is kept.vectors
         assert kept.n_left_out == len(outliers) and kept.n_sample == len(ids) and kept.n_customers == 302
-        _, n_rows = refit_rows_of(kept, tcfg, persist)
+        _, n_rows = refit_rows_of(kept, tcfg, persist, "kmeans")
         assert n_rows == len(ids)
     off = tcfg.model_copy(update={"density": tcfg.density.model_copy(update={"fit_without_outliers": False})})
     with persisting() as persist:
