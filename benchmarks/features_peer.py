@@ -73,9 +73,7 @@ def _generate(cfg, n: int) -> None:
     sets = {"generator.n_transactions": n, "generator.transactions.path": tx,
             "generator.transactions.format": "parquet", "generator.customers.path": root / "customers",
             "generator.ground_truth.path": root / "ground_truth"}  # fmt: skip
-    _timed(
-        [sys.executable, "jobs/generate_transactions.py", *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")]]
-    )
+    _timed([sys.executable, "jobs/generate_transactions.py", *_sets(sets)])
 
 
 def main(argv: list[str] | None = None) -> int:

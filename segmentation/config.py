@@ -339,9 +339,11 @@ class RefitConfig(_Section):
     # GaussianMixture on a sample do not (0.50 to 0.74), so they are refitted on everyone.
     sample_algorithms: list[Algorithm] = Field(default_factory=lambda: ["bisecting_kmeans"])
 
-    def limit_for(self, algorithm: str) -> int | None:
-        """The most customers ``algorithm`` is refitted on; None for all of them."""
-        return self.max_customers if algorithm in self.sample_algorithms else None
+    def sample_fraction(self, algorithm: str, customers: int) -> float | None:
+        """The share of ``customers`` an ``algorithm`` champion is refitted on; None for all of them."""
+        if algorithm not in self.sample_algorithms or self.max_customers is None or customers <= self.max_customers:
+            return None
+        return self.max_customers / customers
 
 
 class DensityConfig(_Section):

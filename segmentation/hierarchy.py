@@ -122,8 +122,8 @@ def _split(tcfg: TrainingConfig, algorithm: str, cluster: int, first: int, rows:
     model = sweep.models[(algorithm, sub_k)]
     if n_rows < size:  # the sweep ran on a sample of the segment: refit on all of it, as the champion is
         segment = vectors.where(F.col("cluster") == cluster).select("customer_id", "features")
-        limit = tcfg.refit.limit_for(algorithm)  # and above training.refit.max_customers on a sample, as it is
-        segment = segment if limit is None or size <= limit else segment.sample(False, limit / size, tcfg.seed)
+        fraction = tcfg.refit.sample_fraction(algorithm, size)  # above refit.max_customers a sample, as it is
+        segment = segment if fraction is None else segment.sample(False, fraction, tcfg.seed)
         model = fit_best(algorithm, sub_k, sub_cfg, sub_cfg.seed, segment)
     reason = f"chosen by the rule on {n_rows} customers"
     return Split(cluster, sub_k, first, model, reason, n_rows, choice.rationale, records)

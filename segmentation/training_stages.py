@@ -284,13 +284,13 @@ def refit_rows_of(prepared: Prepared, tcfg: TrainingConfig, persist: Persist, al
     """The vectors ``algorithm``'s champion is refitted on, and how many: every customer up to
     ``refit.max_customers``, above it a uniform sample of about that many where
     ``refit.sample_algorithms`` names the algorithm."""
-    limit = tcfg.refit.limit_for(algorithm)
-    if limit is None or prepared.n_customers <= limit:
+    fraction = tcfg.refit.sample_fraction(algorithm, prepared.n_customers)
+    if fraction is None:
         return prepared.vectors, prepared.n_customers - prepared.n_left_out
-    rows = persist(prepared.vectors.sample(False, limit / prepared.n_customers, tcfg.seed))
+    rows = persist(prepared.vectors.sample(False, fraction, tcfg.seed))
     n_rows = rows.count()
     log.info("refitting the champion (%s) on a sample of %d of %d customers (refit.max_customers=%d)",
-             algorithm, n_rows, prepared.n_customers, limit)  # fmt: skip
+             algorithm, n_rows, prepared.n_customers, tcfg.refit.max_customers)  # fmt: skip
     return rows, n_rows
 
 
