@@ -19,6 +19,7 @@ from segmentation.feature_table import compute_features
 from segmentation.io import write_table
 from segmentation.quality import QualityReport
 from segmentation.snapshots import persisting
+from segmentation.spark import job_descriptions
 
 __all__ = ["features_for_scoring", "run_feature_pipeline"]
 
@@ -28,11 +29,13 @@ log = logging.getLogger(__name__)
 def run_feature_pipeline(spark: SparkSession, cfg: AppConfig) -> QualityReport:
     """Build and write the feature snapshot, the quarantine and the quality row; return the report."""
     fcfg = cfg.features
-    with persisting() as persist:
+    with persisting() as persist, job_descriptions(spark) as describe:
         features, quarantine, report = compute_features(spark, cfg, persist)
         log.info("data quality: %s", report.summary())
         snapshot = {"as_of": report.as_of.isoformat()}
+        describe("features: write the features")
         write_table(features, fcfg.output, partition_by=["as_of"], replace_where=snapshot)
+        describe("features: write the quarantine and the quality row")
         write_table(quarantine, fcfg.quarantine, partition_by=["as_of"], replace_where=snapshot)
         # mergeSchema: a quality table written before the join match columns existed gains them.
         write_table(

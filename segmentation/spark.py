@@ -25,7 +25,7 @@ import subprocess
 import sys
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -44,6 +44,7 @@ __all__ = [
     "delta_maven_coordinate",
     "get_spark",
     "is_connect",
+    "job_descriptions",
 ]
 
 log = logging.getLogger(__name__)
@@ -185,6 +186,27 @@ def jobs_tagged(spark: SparkSession, tag: str) -> Iterator[None]:
     finally:
         sc.removeJobTag(tag)
         sc.setInterruptOnCancel(False)
+
+
+@contextlib.contextmanager
+def job_descriptions(spark: SparkSession) -> Iterator[Callable[[str], None]]:
+    """Yield ``describe(text)``: the Spark jobs the calling thread starts after a call carry ``text``
+    as their description (the Spark UI's job list, the event log's ``spark.job.description``) until
+    the next call; the description from before the block comes back when it ends.
+
+    A job's own name is the call that started it (``collect at NativeMethodAccessorImpl.java:0`` for
+    every DataFrame action from Python), which says nothing about the step; this names the step.
+    On Connect the server names the jobs after the operation, and this does nothing.
+    """
+    if is_connect(spark):
+        yield lambda _text: None
+        return
+    sc = spark.sparkContext
+    before = sc.getLocalProperty("spark.job.description")
+    try:
+        yield sc.setJobDescription
+    finally:
+        sc.setJobDescription(before)  # type: ignore[arg-type]  # None clears it
 
 
 def cancel_tagged(spark: SparkSession, tag: str) -> None:

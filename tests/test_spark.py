@@ -17,6 +17,7 @@ from segmentation.spark import (
     delta_maven_coordinate,
     get_spark,
     is_connect,
+    job_descriptions,
     size_partitions,
 )
 
@@ -58,6 +59,24 @@ def test_the_log_level_is_set_as_a_session_setting(spark):
     assert spark.conf.get("spark.log.level") == TEST_SPARK.log_level == "ERROR"
     log4j = spark.sparkContext._jvm.org.apache.logging.log4j.LogManager
     assert log4j.getRootLogger().getLevel().toString() == "ERROR"
+
+
+def test_job_descriptions_name_the_step_and_give_back_the_callers_own(spark):
+    sc = spark.sparkContext
+    sc.setJobDescription("the notebook's own")
+    try:
+        with job_descriptions(spark) as describe:
+            describe("features: first step")
+            assert sc.getLocalProperty("spark.job.description") == "features: first step"
+            describe("features: second step")
+            assert sc.getLocalProperty("spark.job.description") == "features: second step"
+        assert sc.getLocalProperty("spark.job.description") == "the notebook's own"
+        with pytest.raises(ValueError), job_descriptions(spark) as describe:
+            describe("features: a step that fails")
+            raise ValueError
+        assert sc.getLocalProperty("spark.job.description") == "the notebook's own"
+    finally:
+        sc.setJobDescription(None)
 
 
 def test_active_session_is_reused_untouched(spark):
