@@ -1,10 +1,13 @@
 """Customer features: one row per customer from the kept transactions of a snapshot.
 
-Pure DataFrame transforms (no IO). The aggregation runs in two stages: first to
-(customer, day), then to customer. The first stage is also what makes a skewed
-customer cheap: a customer with a million transactions contributes at most one
-row per active day to the second stage, and both stages combine map-side.
-Distinct categories are counted in a third aggregation and joined on
+Pure DataFrame transforms (no IO). The counts and sums run from the lines straight
+to one row per customer. What needs the days in order (active days, the gaps between
+them, the first day's amount) runs on a narrow (customer, day, net amount) frame of
+its own and is joined on ``customer_id``: at 10M lines this moved 2 columns per
+(customer, day) through the shuffles instead of about 20. Every aggregation combines
+map-side, so a skewed customer stays cheap: a customer with a million lines sends at
+most one partial row per task to the sums and one row per active day to the gaps.
+Distinct categories are counted in an aggregation of their own and joined on
 ``customer_id``; every aggregate is one Spark can hash.
 
 Output schema (all values finite for every customer; days and currency units)
@@ -191,8 +194,8 @@ def customer_activity(
     the typical gap over all customers."""
     shares = _Shares.of(kept.columns, categories, channels, mixes or {})
     has_basket = "basket_id" in kept.columns
-    daily = _daily_activity(kept, shares)
-    per_customer = daily.groupBy("customer_id").agg(*_customer_aggregates(shares, has_basket, as_of, trend_window_days))
+    per_customer = kept.groupBy("customer_id").agg(*_line_aggregates(kept, shares, as_of, trend_window_days))
+    per_customer = per_customer.join(_day_aggregates(kept), "customer_id")
     per_customer = _with_distinct_counts(per_customer, kept, shares.has_category, has_basket)
     n_baskets = F.coalesce(F.col("n_bk"), F.lit(0)) + F.col("d_loose") if has_basket else F.col("d_purchases")
     return per_customer.select(
@@ -207,24 +210,30 @@ def customer_activity(
     )
 
 
-def _daily_activity(kept: DataFrame, shares: _Shares) -> DataFrame:
-    """Stage one: a row per (customer, day) with ``day_amount``, the day's counts and sums
-    (``d_*``, the share numerators) and ``gap``, the days since the previous active day."""
+def _line_aggregates(kept: DataFrame, shares: _Shares, as_of: dt.date, trend_window_days: int) -> list[Column]:
+    """The aggregations of the lines straight to a customer: the counts and sums (``d_*``, the share
+    numerators), net spend, first and last day, and the net spend of the two trend windows."""
     amount, day = F.col("amount"), F.col("day")
     purchase = amount > 0
     quantity = F.coalesce(F.col("quantity"), F.lit(1.0)) if "quantity" in kept.columns else F.lit(1.0)
+    recent_start = F.date_sub(F.lit(as_of), trend_window_days)
+    previous_start = F.date_sub(F.lit(as_of), 2 * trend_window_days)
 
     def spend_on(column: str, value: str) -> Column:
         return F.sum(F.when(purchase & (F.col(column) == value), amount).otherwise(0.0))
 
     aggs = [
-        F.sum(amount).alias("day_amount"),
         F.count(F.lit(1)).alias("d_tx"),
         F.sum(purchase.cast("long")).alias("d_purchases"),
         F.sum((amount < 0).cast("long")).alias("d_returns"),
         F.sum(F.when(purchase, amount).otherwise(0.0)).alias("d_gross"),
         F.sum(F.when(amount < 0, -amount).otherwise(0.0)).alias("d_returned"),
         F.sum(F.when(purchase, quantity).otherwise(0.0)).alias("d_items"),
+        F.sum(amount).alias("net_spend"),
+        F.min(day).alias("first_day"),
+        F.max(day).alias("last_day"),
+        F.sum(F.when(day > recent_start, amount).otherwise(0.0)).alias("spend_recent"),
+        F.sum(F.when((day > previous_start) & (day <= recent_start), amount).otherwise(0.0)).alias("spend_previous"),
     ]
     aggs += [spend_on("category", value).alias(name) for name, value in shares.categories.items()]
     aggs += [F.sum((F.col("channel") == value).cast("long")).alias(name) for name, value in shares.channels.items()]
@@ -232,32 +241,26 @@ def _daily_activity(kept: DataFrame, shares: _Shares) -> DataFrame:
         aggs += [spend_on(attr, value).alias(name) for name, value in levels.items()]
     if "basket_id" in kept.columns:  # a purchase line without a basket id is a basket of its own
         aggs.append(F.sum((purchase & F.col("basket_id").isNull()).cast("long")).alias("d_loose"))
-    daily = kept.groupBy("customer_id", "day").agg(*aggs)
+    return aggs
+
+
+def _day_aggregates(kept: DataFrame) -> DataFrame:
+    """What needs the days in order, from a narrow (customer, day, net amount) frame: the number of
+    active days, the first day's net amount, and the mean and population std of the gaps between
+    consecutive active days."""
+    daily = kept.groupBy("customer_id", "day").agg(F.sum("amount").alias("day_amount"))
     by_day = Window.partitionBy("customer_id").orderBy("day")
-    return daily.withColumn("gap", F.datediff(day, F.lag(day).over(by_day)).cast("double"))
-
-
-def _customer_aggregates(shares: _Shares, has_basket: bool, as_of: dt.date, trend_window_days: int) -> list[Column]:
-    """Stage two, daily rows to a customer: the sums of the ``d_*`` and share columns, first and
-    last day, day count, net spend, first day's amount, gap mean and std, and the two trend windows."""
-    sums = ["d_tx", "d_purchases", "d_returns", "d_gross", "d_returned", "d_items", *shares.columns]
-    sums += ["d_loose"] if has_basket else []
-    day = F.col("day")
-    recent_start = F.date_sub(F.lit(as_of), trend_window_days)
-    previous_start = F.date_sub(F.lit(as_of), 2 * trend_window_days)
-    return [F.sum(c).alias(c) for c in sums] + [
-        F.min("day").alias("first_day"),
-        F.max("day").alias("last_day"),
-        F.count(F.lit(1)).alias("n_days"),
-        F.sum("day_amount").alias("net_spend"),
-        F.min_by("day_amount", "day").alias("first_day_amount"),
-        F.avg("gap").alias("mean_gap"),
-        F.stddev_pop("gap").alias("std_gap"),
-        F.sum(F.when(day > recent_start, F.col("day_amount")).otherwise(0.0)).alias("spend_recent"),
-        F.sum(F.when((day > previous_start) & (day <= recent_start), F.col("day_amount")).otherwise(0.0)).alias(
-            "spend_previous"
-        ),
-    ]
+    gap = F.datediff(F.col("day"), F.lag("day").over(by_day)).cast("double")
+    return (
+        daily.withColumn("gap", gap)
+        .groupBy("customer_id")
+        .agg(
+            F.count(F.lit(1)).alias("n_days"),
+            F.min_by("day_amount", "day").alias("first_day_amount"),
+            F.avg("gap").alias("mean_gap"),
+            F.stddev_pop("gap").alias("std_gap"),
+        )
+    )
 
 
 def _with_distinct_counts(per_customer: DataFrame, kept: DataFrame, has_category: bool, has_basket: bool) -> DataFrame:
