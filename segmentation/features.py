@@ -176,11 +176,6 @@ class _Shares:
             },
         )
 
-    @property
-    def columns(self) -> list[str]:
-        """Every share column: categories, channels, then the attribute levels."""
-        return [*self.categories, *self.channels, *(c for cols in self.mixes.values() for c in cols)]
-
 
 def customer_activity(
     kept: DataFrame,
