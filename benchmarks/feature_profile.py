@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = bench_config(args.work, args.size, build_parser().parse_args([]))
     _generate(cfg, args.size)
-    log_dir = Path(tempfile.mkdtemp(prefix="feature-profile-"))
+    log_dir = Path(tempfile.mkdtemp(prefix="feature-profile-"))  # removed once read: 100M writes tens of MB
     settings = bench_settings().model_copy(update={"shuffle_partitions": args.shuffle_partitions, "conf": {
         "spark.eventLog.enabled": "true", "spark.eventLog.dir": log_dir.as_uri(),
         "spark.eventLog.compress": "false", "spark.eventLog.logStageExecutorMetrics": "true",
@@ -132,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
     spark.stop()  # flushes the event log
     steps = profile(_events(log_dir))
+    shutil.rmtree(log_dir)
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "size": args.size,
