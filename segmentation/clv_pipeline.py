@@ -42,6 +42,7 @@ from segmentation.errors import ContractError  # noqa: E402
 from segmentation.feature_table import compute_features  # noqa: E402
 from segmentation.io import read_table, write_table  # noqa: E402
 from segmentation.snapshots import persisting, read_snapshot  # noqa: E402
+from segmentation.spark import shuffle_partitions_kept  # noqa: E402
 
 __all__ = ["ClvResult", "Collapsed", "calibration_and_holdout", "collapse", "fit", "run_clv"]
 
@@ -135,7 +136,8 @@ def calibration_and_holdout(spark: SparkSession, cfg: AppConfig) -> tuple[DataFr
         features_cfg = cfg.features.model_copy(update={"as_of": as_of, "max_quarantine_share": 1.0})
         return compute_features(spark, cfg.model_copy(update={"features": features_cfg}), persist)[0]
 
-    with persisting() as persist:  # the two windows' rows and activity, until both are aggregated
+    # the two windows' rows and activity stay persisted (and the shuffles sized to the input) until both are aggregated
+    with shuffle_partitions_kept(spark), persisting() as persist:
         calibration, full = at(cal_end, persist), at(end, persist)
         calibration = calibration.select("customer_id", "as_of", *clv.INPUT_COLUMNS, "n_purchase_days")
         calibration = calibration.persist(StorageLevel.MEMORY_AND_DISK)

@@ -61,8 +61,11 @@ class SparkConfig(_Section):
     # ``local[2]`` for one started in-process. The standard SPARK_REMOTE variable does the same.
     remote: str | None = None
     app_name: str = "customer-segmentation"
-    # 0 means "size to the cores": 2 x defaultParallelism, at least 4.
+    # 0 means "size to the cores": 2 x defaultParallelism, at least 4, and for the feature job
+    # also to its input, one partition per ``rows_per_shuffle_partition`` rows if that is more.
     shuffle_partitions: int = Field(0, ge=0)
+    # Read by the feature job in every session, an existing one included (see segmentation.spark).
+    rows_per_shuffle_partition: int = Field(5_000_000, ge=1)
     driver_memory: str = "4g"
     ui_enabled: bool = True
     # Download the Delta Lake jars from Maven Central when Spark is started from

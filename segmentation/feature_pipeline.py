@@ -19,7 +19,7 @@ from segmentation.feature_table import compute_features
 from segmentation.io import write_table
 from segmentation.quality import QualityReport
 from segmentation.snapshots import persisting
-from segmentation.spark import job_descriptions
+from segmentation.spark import job_descriptions, shuffle_partitions_kept
 
 __all__ = ["features_for_scoring", "run_feature_pipeline"]
 
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 def run_feature_pipeline(spark: SparkSession, cfg: AppConfig) -> QualityReport:
     """Build and write the feature snapshot, the quarantine and the quality row; return the report."""
     fcfg = cfg.features
-    with persisting() as persist, job_descriptions(spark) as describe:
+    with shuffle_partitions_kept(spark), persisting() as persist, job_descriptions(spark) as describe:
         features, quarantine, report = compute_features(spark, cfg, persist)
         log.info("data quality: %s", report.summary())
         snapshot = {"as_of": report.as_of.isoformat()}

@@ -24,15 +24,15 @@ from segmentation.quality import (
     AFTER_WINDOW,
     QUARANTINE_REASONS,
     QualityReport,
+    as_of_after,
     canonical_columns,
     check_contract,
-    default_as_of,
     label_rows,
     parse_rows,
     resolve_roles,
 )
 from segmentation.snapshots import Persist
-from segmentation.spark import job_descriptions
+from segmentation.spark import job_descriptions, size_shuffles_to_rows
 
 __all__ = ["compute_features"]
 
@@ -60,8 +60,10 @@ def _compute(
     describe("features: read and check the transactions")
     canonical, columns, key_types = _read_checked(spark, cfg)
     parsed = parse_rows(canonical, source.timestamp_unit)
-    describe("features: find as_of (the newest transaction)")
-    as_of = fcfg.as_of or default_as_of(parsed)
+    describe("features: count the rows and find the newest day")
+    newest, rows = parsed.agg(F.max("day"), F.count(F.lit(1))).first()
+    size_shuffles_to_rows(spark, rows, cfg.spark)
+    as_of = fcfg.as_of or as_of_after(newest)
     if as_of is None:
         raise ContractError(
             f"column '{columns['timestamp']}' of '{source.location}' has no parseable timestamp; "

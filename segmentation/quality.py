@@ -44,6 +44,7 @@ __all__ = [
     "canonical_columns",
     "check_contract",
     "label_rows",
+    "as_of_after",
     "default_as_of",
     "parse_rows",
     "resolve_roles",
@@ -308,7 +309,11 @@ def default_as_of(parsed: DataFrame, today: dt.date | None = None) -> dt.date | 
     Capping at today keeps a stray timestamp from the future from moving the window:
     such rows are quarantined as ``after_as_of`` instead.
     """
-    newest = parsed.select(F.max("day")).first()[0]
+    return as_of_after(parsed.select(F.max("day")).first()[0], today)
+
+
+def as_of_after(newest: dt.date | None, today: dt.date | None = None) -> dt.date | None:
+    """:func:`default_as_of` from the newest parseable transaction's day (None when there is none)."""
     if newest is None:
         return None
     today = today or dt.datetime.now(dt.timezone.utc).date()

@@ -45,6 +45,8 @@ __all__ = [
     "get_spark",
     "is_connect",
     "job_descriptions",
+    "shuffle_partitions_kept",
+    "size_shuffles_to_rows",
 ]
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 MIN_JAVA = 17
 # Delta replays a table's log in this many tasks (Delta's default: 50, whatever the table's size).
 SNAPSHOT_PARTITIONS = "spark.databricks.delta.snapshotPartitions"
+SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
 DELTA_SNAPSHOT_PARTITIONS_DEFAULT = 50
 
 
@@ -324,12 +327,50 @@ def size_partitions(spark: SparkSession, settings: SparkConfig) -> tuple[int, in
     table cost seconds: a scoring job on 1,200 customers took 96 s with 50, and 55 to 61 s with 4.
     """
     partitions = settings.shuffle_partitions or max(4, 2 * default_parallelism(spark))
-    spark.conf.set("spark.sql.shuffle.partitions", str(partitions))
+    spark.conf.set(SHUFFLE_PARTITIONS, str(partitions))
     snapshot = spark.conf.get(SNAPSHOT_PARTITIONS, None)
     if snapshot is None:
         snapshot = str(min(partitions, DELTA_SNAPSHOT_PARTITIONS_DEFAULT))
         spark.conf.set(SNAPSHOT_PARTITIONS, snapshot)
     return partitions, int(snapshot)
+
+
+def size_shuffles_to_rows(spark: SparkSession, rows: int, settings: SparkConfig) -> int | None:
+    """With ``spark.shuffle_partitions`` 0, raise the session's shuffle partitions to one per
+    ``spark.rows_per_shuffle_partition`` rows of input when that is more; return the count in effect
+    (None when the platform sizes them).
+
+    The cores alone size a large input's shuffles too small: on 2 cores and a 12 GB driver
+    (2026-12-05, ``benchmarks/feature_profile.py``), the feature job over 100M lines spilled 7.7 GB
+    to disk with 4 partitions and took 851.0 s, and spilled nothing with 16 (672.1 s); at 10M lines
+    4 was as good as 16, and Spark's 200 (left to adaptive execution) took 135.0 s against 100.8 s.
+    A count the user set is kept, a larger one is never lowered, and a count that is not a number
+    (Databricks' ``auto``) is left to the platform.
+    """
+    current = spark.conf.get(SHUFFLE_PARTITIONS, None)
+    if current is None or not current.isdigit():
+        return None
+    wanted = -(-rows // settings.rows_per_shuffle_partition)
+    if settings.shuffle_partitions or wanted <= int(current):
+        return int(current)
+    spark.conf.set(SHUFFLE_PARTITIONS, str(wanted))
+    log.info("%d input rows: %d shuffle partitions instead of %s (spark.rows_per_shuffle_partition %d)",
+             rows, wanted, current, settings.rows_per_shuffle_partition)  # fmt: skip
+    return wanted
+
+
+@contextlib.contextmanager
+def shuffle_partitions_kept(spark: SparkSession) -> Iterator[None]:
+    """The session's shuffle partitions as they were before the block, whatever it set and however it ends
+    (a job that sizes its shuffles to its input leaves the caller's session as it found it)."""
+    before = spark.conf.get(SHUFFLE_PARTITIONS, None)
+    try:
+        yield
+    finally:
+        if before is None:
+            spark.conf.unset(SHUFFLE_PARTITIONS)
+        else:
+            spark.conf.set(SHUFFLE_PARTITIONS, before)
 
 
 def default_parallelism(spark: SparkSession) -> int:

@@ -79,6 +79,19 @@ def test_every_format_with_renamed_columns(spark, tmp_path, fmt):
     assert quality["dq_rows_read"] == 7 and quality["dq_customers"] == 2 and quality["dq_rows_after_window"] == 1
 
 
+def test_shuffles_follow_the_input_rows_and_the_session_gets_its_own_back(spark, tmp_path, caplog):
+    write_input(spark, tmp_path, "parquet")
+    before = spark.conf.get("spark.sql.shuffle.partitions")
+    assert int(before) < 7
+    with caplog.at_level("INFO", logger="segmentation.spark"):
+        report = run_feature_pipeline(spark, config(tmp_path, "parquet", **{"spark.rows_per_shuffle_partition": 1}))
+    assert f"7 input rows: 7 shuffle partitions instead of {before}" in caplog.text
+    assert spark.conf.get("spark.sql.shuffle.partitions") == before
+    assert (report.rows_read, report.rows_kept, report.customers) == (7, 4, 2)
+    features = {r.customer_id: r for r in spark.read.format("delta").load(str(tmp_path / "features")).collect()}
+    assert features["A"].net_spend == pytest.approx(110.0) and features["A"].cat_toys == pytest.approx(30 / 130)
+
+
 def test_rerun_replaces_only_its_snapshot(spark, tmp_path):
     write_input(spark, tmp_path, "delta")
     run_feature_pipeline(spark, config(tmp_path, "delta", as_of="2024-01-15"))

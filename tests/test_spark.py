@@ -18,7 +18,9 @@ from segmentation.spark import (
     get_spark,
     is_connect,
     job_descriptions,
+    shuffle_partitions_kept,
     size_partitions,
+    size_shuffles_to_rows,
 )
 
 
@@ -77,6 +79,22 @@ def test_job_descriptions_name_the_step_and_give_back_the_callers_own(spark):
         assert sc.getLocalProperty("spark.job.description") == "the notebook's own"
     finally:
         sc.setJobDescription(None)
+
+
+def test_shuffles_are_raised_to_the_rows_never_lowered_and_given_back(spark):
+    before = spark.conf.get("spark.sql.shuffle.partitions")
+    auto = SparkConfig(rows_per_shuffle_partition=10)
+    with shuffle_partitions_kept(spark):
+        assert size_shuffles_to_rows(spark, 995, auto) == 100  # one per 10 rows, rounded up
+        assert spark.conf.get("spark.sql.shuffle.partitions") == "100"
+        assert size_shuffles_to_rows(spark, 20, auto) == 100  # fewer rows do not lower it
+        set_by_user = SparkConfig(shuffle_partitions=7, rows_per_shuffle_partition=10)
+        assert size_shuffles_to_rows(spark, 10_000, set_by_user) == 100  # a count the user set is not raised
+    assert spark.conf.get("spark.sql.shuffle.partitions") == before
+    with pytest.raises(ValueError), shuffle_partitions_kept(spark):
+        size_shuffles_to_rows(spark, 10_000, auto)
+        raise ValueError
+    assert spark.conf.get("spark.sql.shuffle.partitions") == before
 
 
 def test_active_session_is_reused_untouched(spark):
