@@ -22,7 +22,7 @@ from pyspark.sql import DataFrame
 from segmentation.config import ALGORITHMS, DENSITY, TrainingConfig
 from segmentation.density import STABILITY_SHARE, fit_density_candidate
 from segmentation.errors import FitFailedError
-from segmentation.spark import activate_in_thread, cancel_tagged, jobs_tagged
+from segmentation.spark import cancel_tagged, jobs_tagged, worker_threads
 
 __all__ = ["ALGORITHMS", "FitTimeout", "build_estimator", "fit_best", "fit_within", "objective", "param_record"]
 
@@ -169,11 +169,10 @@ def fit_within(estimator: Any, data: DataFrame, seconds: float | None) -> Any:
     spark, tag = data.sparkSession, f"segmentation-fit-{uuid.uuid4().hex}"
 
     def fit() -> Any:
-        activate_in_thread(spark)
         with jobs_tagged(spark, tag):
             return estimator.fit(data)
 
-    pool = ThreadPoolExecutor(1, thread_name_prefix="segmentation-fit")
+    pool = ThreadPoolExecutor(1, thread_name_prefix="segmentation-fit", initializer=worker_threads(spark))
     future = pool.submit(fit)
     try:
         return future.result(timeout=seconds)

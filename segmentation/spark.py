@@ -37,7 +37,6 @@ __all__ = [
     "DELTA_EXTENSION",
     "DELTA_CATALOG",
     "JavaMissingError",
-    "activate_in_thread",
     "check_delta",
     "check_java",
     "default_parallelism",
@@ -47,6 +46,7 @@ __all__ = [
     "job_descriptions",
     "shuffle_partitions_kept",
     "size_shuffles_to_rows",
+    "worker_threads",
 ]
 
 log = logging.getLogger(__name__)
@@ -157,17 +157,25 @@ def is_connect(spark: SparkSession) -> bool:
     return type(spark).__module__.startswith("pyspark.sql.connect")
 
 
-def activate_in_thread(spark: SparkSession) -> None:
-    """Make ``spark`` the active session of the calling (worker) thread.
+def worker_threads(spark: SparkSession) -> Callable[[], None]:
+    """A thread pool's ``initializer``: each worker thread gets ``spark`` as its active session
+    (Connect) and the job description the calling thread has now (classic).
 
     A Connect session is active per thread, and MLlib's model methods over Connect (a model
     summary's metrics, for one) look the session up there: in a thread pool they fail with a bare
     ``AssertionError`` unless the pool's threads are given it. PySpark has no public call for
-    this; ``_set_default_and_active_session`` is what its own builder uses. Classic sessions are
-    shared by every thread already.
+    this; ``_set_default_and_active_session`` is what its own builder uses. A classic session is
+    shared by every thread, but its local properties are per thread and a new thread has none, so
+    the jobs of a training run's fits would carry no stage name (:func:`job_descriptions`).
+    PySpark's ``inheritable_thread_target`` copies every local property, job tags included, into
+    one object the threads then share, and a fit's tag (:func:`jobs_tagged`) would reach its
+    siblings; this copies the description only.
     """
     if is_connect(spark):
-        type(spark)._set_default_and_active_session(spark)
+        return lambda: type(spark)._set_default_and_active_session(spark)
+    sc = spark.sparkContext
+    description = sc.getLocalProperty("spark.job.description")
+    return lambda: sc.setJobDescription(description)  # type: ignore[arg-type]  # None clears it
 
 
 @contextlib.contextmanager
@@ -341,7 +349,7 @@ def size_shuffles_to_rows(spark: SparkSession, rows: int, settings: SparkConfig)
     (None when the platform sizes them).
 
     The cores alone size a large input's shuffles too small: on 2 cores and a 12 GB driver
-    (2026-12-05, ``benchmarks/feature_profile.py``), the feature job over 100M lines spilled 7.7 GB
+    (2026-12-05, ``benchmarks/stage_profile.py``), the feature job over 100M lines spilled 7.7 GB
     to disk with 4 partitions and took 851.0 s, and spilled nothing with 16 (672.1 s); at 10M lines
     4 was as good as 16, and Spark's 200 (left to adaptive execution) took 135.0 s against 100.8 s.
     A count the user set is kept, a larger one is never lowered, and a count that is not a number

@@ -20,7 +20,7 @@ from segmentation.config import DENSITY, TrainingConfig
 from segmentation.evaluation import METRICS, adjusted_rand_index, evaluate_clustering
 from segmentation.models import fit_best
 from segmentation.selection import stability_needed
-from segmentation.spark import activate_in_thread
+from segmentation.spark import worker_threads
 
 __all__ = ["Candidate", "Sweep", "evaluate_candidate", "run_sweep"]
 
@@ -123,7 +123,7 @@ def run_sweep(tcfg: TrainingConfig, sample: DataFrame) -> Sweep:
         rule = (sel.min_cluster_share, sel.min_stability, sel.silhouette_tolerance, sel.k_criterion)
         return stability_needed(list(records.values()), tcfg.algorithms, *rule)
 
-    with ThreadPoolExecutor(sel.parallelism, initializer=activate_in_thread, initargs=(sample.sparkSession,)) as pool:
+    with ThreadPoolExecutor(sel.parallelism, initializer=worker_threads(sample.sparkSession)) as pool:
         fitted = pool.map(lambda c: _fit_candidate(*c, tcfg, sample, unmeasured, density), candidates)
         fits = dict(zip(candidates, fitted, strict=True))
         models = {c: fit[0] for c, fit in fits.items()}

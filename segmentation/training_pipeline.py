@@ -23,6 +23,7 @@ from segmentation.config import AppConfig
 from segmentation.hierarchy import broad_level
 from segmentation.io import delta_version
 from segmentation.snapshots import persisting, read_quality, read_snapshot
+from segmentation.spark import job_descriptions
 from segmentation.sweep import run_sweep
 from segmentation.training_publish import TrainingResult, publish
 from segmentation.training_stages import (
@@ -48,8 +49,12 @@ def run_training(spark: SparkSession, cfg: AppConfig, quality: dict[str, float] 
     version = delta_version(spark, cfg.features.output)
     tags = {"job": "train_segments", "feature_snapshot": as_of, "input_table": cfg.features.output.location,
             "input_delta_version": "n/a" if version is None else version, **tracking.environment_tags()}  # fmt: skip
-    laps = Laps()
-    with tracking.tracked_run(f"train-{as_of}", tags=tags) as run, persisting() as persist:
+    with (
+        tracking.tracked_run(f"train-{as_of}", tags=tags) as run,
+        persisting() as persist,
+        job_descriptions(spark) as name_jobs,
+    ):
+        laps = Laps(name_jobs)  # names each stage's Spark jobs ("training: sweep") and times it
         quality = quality if quality is not None else read_quality(spark, cfg, as_of)
         previous = current_champion(cfg)
         prepared = prepare(snapshot, as_of, cfg.training, persist)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -75,17 +76,29 @@ _ASSIGNED_COLUMNS = ("customer_id", "features", CLUSTER_COL, "prediction", "prob
                      SUB_CLUSTER_COL, SUB_SEGMENT_COL)  # fmt: skip
 
 
-class Laps:
-    """Wall-clock seconds per stage: ``laps("sweep")`` closes the stage that began at the previous call."""
+# The training run's stages in the order they run; publish's four come last.
+STAGES = ("prepare", "outliers", "sweep", "refit", "split", "profile", "charts", "log_model", "register", "write")
 
-    def __init__(self) -> None:
+
+class Laps:
+    """Wall-clock seconds per stage: ``laps("sweep")`` closes the stage that began at the previous call.
+
+    With ``describe`` (see :func:`segmentation.spark.job_descriptions`), the Spark jobs of each
+    stage of :data:`STAGES` carry its name ("training: sweep") in the Spark UI and the event log.
+    """
+
+    def __init__(self, describe: Callable[[str], None] | None = None) -> None:
         self.seconds: dict[str, float] = {}
         self._last = time.perf_counter()
+        self._describe = describe or (lambda _text: None)
+        self._describe(f"training: {STAGES[0]}")
 
     def __call__(self, stage: str) -> None:
         now = time.perf_counter()
         self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self._last
         self._last = now
+        following = STAGES[STAGES.index(stage) + 1 :] if stage in STAGES else ()
+        self._describe(f"training: {following[0]}" if following else "training")
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from segmentation.spark import (
     shuffle_partitions_kept,
     size_partitions,
     size_shuffles_to_rows,
+    worker_threads,
 )
 
 
@@ -95,6 +96,19 @@ def test_shuffles_are_raised_to_the_rows_never_lowered_and_given_back(spark):
         size_shuffles_to_rows(spark, 10_000, auto)
         raise ValueError
     assert spark.conf.get("spark.sql.shuffle.partitions") == before
+
+
+def test_worker_threads_carry_the_callers_job_description(spark):
+    from concurrent.futures import ThreadPoolExecutor
+
+    sc = spark.sparkContext
+    with job_descriptions(spark) as describe:
+        describe("training: sweep")
+        with ThreadPoolExecutor(2, initializer=worker_threads(spark)) as pool:
+            seen = set(pool.map(lambda _: sc.getLocalProperty("spark.job.description"), range(4)))
+        with ThreadPoolExecutor(1) as bare:  # what a thread has without it
+            unnamed = bare.submit(sc.getLocalProperty, "spark.job.description").result()
+    assert seen == {"training: sweep"} and unnamed is None
 
 
 def test_active_session_is_reused_untouched(spark):

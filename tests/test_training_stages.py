@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 from segmentation.config import TrainingConfig
 from segmentation.density import assign_density
 from segmentation.snapshots import persisting
-from segmentation.training_stages import Prepared, fit_outliers, prepare, refit_rows_of
+from segmentation.training_stages import STAGES, Laps, Prepared, fit_outliers, prepare, refit_rows_of
 
 N = 5000
 
@@ -79,3 +79,15 @@ def test_flagged_outliers_are_left_out_of_the_fits_and_only_they(spark):
     with persisting() as persist:
         same, density = fit_outliers(off, prepared, persist)
         assert same is prepared and density is not None
+
+
+def test_laps_time_each_stage_and_name_the_jobs_of_the_one_that_begins():
+    named = []
+    laps = Laps(named.append)
+    for stage in STAGES[:3]:
+        laps(stage)
+    laps("sweep")  # a stage run twice adds up
+    assert named == ["training: prepare", "training: outliers", "training: sweep", "training: refit", "training: refit"]
+    assert list(laps.seconds) == list(STAGES[:3]) and all(s >= 0 for s in laps.seconds.values())
+    laps(STAGES[-1])
+    assert named[-1] == "training"  # after the last stage, the run's own name
