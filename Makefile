@@ -58,8 +58,9 @@ bench: install
 	$(BIN)/python benchmarks/refit_sample.py --size 10000000 --k 8 --out benchmarks/results
 	$(BIN)/python benchmarks/refit_sample.py --size 100000000 --k 8 --algorithms bisecting_kmeans --no-other-seed --name refit_sample_100m --out benchmarks/results
 	$(BIN)/python benchmarks/features_peer.py --size 10000000 --out benchmarks/results
-	$(BIN)/python benchmarks/feature_profile.py --size 10000000 --out benchmarks/results
-	$(BIN)/python benchmarks/feature_profile.py --size 100000000 --out benchmarks/results
+	$(BIN)/python benchmarks/features_peer.py --size 100000000 --repeats 1 --skip-in-session --name features_peer_100m --out benchmarks/results
+	$(BIN)/python benchmarks/stage_profile.py --size 10000000 --training --out benchmarks/results
+	$(BIN)/python benchmarks/stage_profile.py --size 100000000 --training --out benchmarks/results
 	$(BIN)/python benchmarks/planted.py --set training.restarts=1 --out benchmarks/results
 	$(BIN)/python benchmarks/planted_rules.py benchmarks/results/planted.json --out benchmarks/results
 	$(BIN)/python benchmarks/real_stability.py --out benchmarks/results

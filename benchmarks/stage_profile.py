@@ -1,14 +1,18 @@
-"""Where the feature job spends its time and memory, step by step, from Spark's own event log.
+"""Where the feature job (and with ``--training`` the training job) spends its time and memory,
+stage by stage, from Spark's own event log.
 
-    python benchmarks/feature_profile.py [--size 10000000] [--work /tmp/segmentation-bench]
-        [--out benchmarks/results] [--name feature_profile_<size>]
+    python benchmarks/stage_profile.py [--size 10000000] [--training] [--work /tmp/segmentation-bench]
+        [--out benchmarks/results] [--name feature_profile_<size> | training_profile_<size>]
+        [--shuffle-partitions P]
 
 Runs the feature pipeline on the benchmark's transactions for ``--size`` (``run.py``'s files,
-generated first when missing, as ``features_peer.py`` does) in a session that writes Spark's event
+generated first when missing, as ``features_peer.py`` does), then with ``--training`` the training
+job on the snapshot it wrote (``run.py``'s training config), in a session that writes Spark's event
 log with the executors' memory metrics per stage (``spark.eventLog.logStageExecutorMetrics``,
-polled every 100 ms). The pipeline names its jobs by step (``segmentation.spark.job_descriptions``:
-"features: label and count the rows", "features: write the features", ...), so each job, stage and
-memory peak of the log falls in one step. Writes ``<name>.json`` with, per step:
+polled every 100 ms). The jobs name their Spark jobs by step (``segmentation.spark.job_descriptions``:
+"features: label and count the rows", "features: write the features", ..., "training: sweep",
+"training: refit", ...), so each job, stage and memory peak of the log falls in one step. Writes
+``<name>.json`` with, per step:
 
 * ``seconds``: from its first job's submission to its last job's end (driver work between two jobs
   of the step is inside, driver work before its first job is not);
@@ -21,14 +25,16 @@ memory peak of the log falls in one step. Writes ``<name>.json`` with, per step:
 * ``jobs`` and ``stages``.
 
 Also the session's start (JVM, Ivy's resolution of the Delta jars from its cache, Delta's
-extension) and the pipeline's wall time; the run's ``seconds`` less the steps' sum is driver-only
-work (planning, Delta's log, the steps' Python).
+extension) and each job's wall time; a job's ``seconds`` less its steps' sum is driver-only
+work (planning, Delta's log, MLflow, the steps' Python).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import re
 import shutil
 import sys
 import tempfile
@@ -37,10 +43,11 @@ from collections import defaultdict
 from pathlib import Path
 
 from features_peer import _generate
-from run import bench_config, bench_settings, build_parser
+from run import bench_config, bench_settings, build_parser, forget_model
 
 from segmentation.feature_pipeline import run_feature_pipeline
 from segmentation.spark import get_spark
+from segmentation.training_pipeline import run_training
 
 MB = 1024**2
 GB = 1024**3
@@ -70,13 +77,14 @@ def profile(events: list[dict]) -> dict[str, dict]:
     job_step, stage_step, span = {}, {}, defaultdict(lambda: [float("inf"), 0.0])
     # Delta names its own jobs "Delta: <the caller's description>: <what it does>"; they count in the caller's step.
     ours = {_description(e) for e in events if e["Event"] == "SparkListenerJobStart"}
-    ours = sorted((d for d in ours if not d.startswith("Delta: ")), key=len, reverse=True)
+    ours = sorted((d for d in ours if not d.startswith("Delta: ") and d != "(no description)"), key=len, reverse=True)
     steps: dict[str, dict] = defaultdict(lambda: defaultdict(float))
     for event in events:
         kind = event["Event"]
         if kind == "SparkListenerJobStart":
             step = _description(event)
-            step = next((known for known in ours if step.startswith(f"Delta: {known}: ")), step)
+            bare = step.removeprefix("Delta: ").removeprefix("Delta: ")  # Delta prefixes its nested jobs twice
+            step = next((known for known in ours if bare.startswith(f"{known}: ")), step)
             job_step[event["Job ID"]] = step
             stage_step.update({stage: step for stage in event["Stage IDs"]})
             span[step][0] = min(span[step][0], event["Submission Time"] / 1000)
@@ -115,9 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/segmentation-bench"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--name", default=None)
-    parser.add_argument("--shuffle-partitions", type=int, default=0, help="spark.shuffle_partitions (0: 2 x cores)")
+    parser.add_argument("--shuffle-partitions", type=int, default=0, help="spark.shuffle_partitions (0: the default)")
+    parser.add_argument("--training", action="store_true", help="also profile the training job")
     args = parser.parse_args(argv)
     cfg = bench_config(args.work, args.size, build_parser().parse_args([]))
+    cfg = cfg.model_copy(update={"spark": cfg.spark.model_copy(update={"shuffle_partitions": args.shuffle_partitions})})
     _generate(cfg, args.size)
     log_dir = Path(tempfile.mkdtemp(prefix="feature-profile-"))  # removed once read: 100M writes tens of MB
     settings = bench_settings().model_copy(update={"shuffle_partitions": args.shuffle_partitions, "conf": {
@@ -128,12 +138,20 @@ def main(argv: list[str] | None = None) -> int:
     spark = get_spark(settings)
     session_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    report = run_feature_pipeline(spark, cfg)
+    partitions = _partitions_inside(spark, lambda: run_feature_pipeline(spark, cfg))
+    report = partitions.pop("result")
     pipeline_seconds = time.perf_counter() - started
-    partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
+    training_seconds = None
+    if args.training:
+        forget_model(cfg)
+        started = time.perf_counter()
+        training = run_training(spark, cfg)
+        training_seconds = {"total": round(time.perf_counter() - started, 1)} | {
+            stage: round(seconds, 1) for stage, seconds in training.seconds.items()}  # fmt: skip
     spark.stop()  # flushes the event log
     steps = profile(_events(log_dir))
     shutil.rmtree(log_dir)
+    features = sum(s["seconds"] for name, s in steps.items() if name.startswith("features"))
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "size": args.size,
@@ -141,13 +159,35 @@ def main(argv: list[str] | None = None) -> int:
         "customers": report.customers,
         "session_start_seconds": round(session_seconds, 1),
         "pipeline_seconds": round(pipeline_seconds, 1),
-        "driver_only_seconds": round(pipeline_seconds - sum(s["seconds"] for s in steps.values()), 1),
+        "driver_only_seconds": round(pipeline_seconds - features, 1),
+        "training_seconds": training_seconds,
         "steps": steps,
     }
     print(json.dumps(result, indent=1), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.name or f'feature_profile_{args.size}'}.json").write_text(json.dumps(result, indent=1))
+    name = args.name or f"{'training' if args.training else 'feature'}_profile_{args.size}"
+    (args.out / f"{name}.json").write_text(json.dumps(result, indent=1))
     return 0
+
+
+def _partitions_inside(spark, job) -> dict:
+    """``job()``'s result, with the shuffle partitions of the session and those the feature job sized
+    to its input (``segmentation.spark.size_shuffles_to_rows`` logs them when it raises the count)."""
+    said = []
+    handler = logging.Handler()
+    handler.emit = lambda record: said.append(record.getMessage())
+    logger = logging.getLogger("segmentation.spark")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    session = int(spark.conf.get("spark.sql.shuffle.partitions"))
+    try:
+        result = job()
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    raised = [int(m.group(1)) for m in map(re.compile(r"input rows: (\d+) shuffle partitions").search, said) if m]
+    return {"session": session, "feature_job": raised[-1] if raised else session, "result": result}
 
 
 if __name__ == "__main__":
