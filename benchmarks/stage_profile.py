@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = bench_config(args.work, args.size, build_parser().parse_args([]))
     cfg = cfg.model_copy(update={"spark": cfg.spark.model_copy(update={"shuffle_partitions": args.shuffle_partitions})})
     _generate(cfg, args.size)
-    log_dir = Path(tempfile.mkdtemp(prefix="feature-profile-"))  # removed once read: 100M writes tens of MB
+    log_dir = Path(tempfile.mkdtemp(prefix="stage-profile-"))  # removed once read: 100M writes tens of MB
     settings = bench_settings().model_copy(update={"shuffle_partitions": args.shuffle_partitions, "conf": {
         "spark.eventLog.enabled": "true", "spark.eventLog.dir": log_dir.as_uri(),
         "spark.eventLog.compress": "false", "spark.eventLog.logStageExecutorMetrics": "true",
