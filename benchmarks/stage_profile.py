@@ -125,8 +125,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default=None)
     parser.add_argument("--shuffle-partitions", type=int, default=0, help="spark.shuffle_partitions (0: the default)")
     parser.add_argument("--training", action="store_true", help="also profile the training job")
+    parser.add_argument(
+        "--fit-timeout-seconds",
+        type=int,
+        default=900,
+        help="training.fit_timeout_seconds: a fit that loops in LAPACK (docs/training.md) is retried after this",
+    )
     args = parser.parse_args(argv)
-    cfg = bench_config(args.work, args.size, build_parser().parse_args([]))
+    cfg = bench_config(
+        args.work, args.size, build_parser().parse_args([]), {"training.fit_timeout_seconds": args.fit_timeout_seconds}
+    )
     cfg = cfg.model_copy(update={"spark": cfg.spark.model_copy(update={"shuffle_partitions": args.shuffle_partitions})})
     _generate(cfg, args.size)
     log_dir = Path(tempfile.mkdtemp(prefix="stage-profile-"))  # removed once read: 100M writes tens of MB
