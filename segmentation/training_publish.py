@@ -58,19 +58,20 @@ def publish(spark: SparkSession, cfg: AppConfig, trained: Trained, run_id: str, 
     """Log the run to MLflow, register the model and write the run's tables and report."""
     final, description = trained.final, trained.description
     identity = final.identity.with_names(description.names)  # scoring reads the names from here
+    laps.begin("charts")
     _log_sweep(cfg, trained, run_tags)
     _log_description(cfg, description, identity)
     _log_tree(trained)
     _log_comparison(trained)
     _log_charts(trained, cfg.training.seed)
-    laps("charts")
+    laps.begin("log_model")
     snapshot = trained.prepared.snapshot
     example = snapshot.select(*trained.prepared.feature_cols).limit(5).toPandas()
     model_uri = tracking.log_spark_model(final.model, example, final.model.transform(snapshot.limit(5))
                                          .select("prediction").toPandas())  # fmt: skip
-    laps("log_model")
+    laps.begin("register")
     version = _register(cfg, model_uri, first=trained.previous is None)
-    laps("register")
+    laps.begin("write")
     key = str(version or run_id)
     as_of = trained.prepared.as_of
     assignments = _assignments(final.assigned, final.choice.champion, as_of, key)
@@ -80,7 +81,7 @@ def publish(spark: SparkSession, cfg: AppConfig, trained: Trained, run_id: str, 
     label = f"{cfg.mlflow.registered_model} v{version}" if version else f"run {run_id}"
     panel = ChoicePanel(pd.DataFrame(trained.sweep.ordered_records()), final.choice.rationale)
     _write_profiles(spark, cfg, description, as_of, key, label, panel)
-    laps("write")
+    laps.end()
     tracking.log_metrics({f"seconds_{stage}": value for stage, value in laps.seconds.items()})
     return TrainingResult(run_id=run_id, champion=final.choice.champion, k=final.choice.champion_k,
                           model_uri=model_uri, model_version=version, as_of=as_of,

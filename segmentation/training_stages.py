@@ -76,29 +76,35 @@ _ASSIGNED_COLUMNS = ("customer_id", "features", CLUSTER_COL, "prediction", "prob
                      SUB_CLUSTER_COL, SUB_SEGMENT_COL)  # fmt: skip
 
 
-# The training run's stages in the order they run; publish's four come last.
-STAGES = ("prepare", "outliers", "sweep", "refit", "split", "profile", "charts", "log_model", "register", "write")
-
-
 class Laps:
-    """Wall-clock seconds per stage: ``laps("sweep")`` closes the stage that began at the previous call.
+    """Wall-clock seconds per stage: ``laps.begin("sweep")`` closes the stage that was running and
+    starts ``sweep``; ``laps.end()`` closes the last one. A stage begun twice adds up.
 
     With ``describe`` (see :func:`segmentation.spark.job_descriptions`), the Spark jobs of each
-    stage of :data:`STAGES` carry its name ("training: sweep") in the Spark UI and the event log.
+    stage carry its name ("training: sweep") in the Spark UI and the event log, and those after
+    ``end`` the run's ("training").
     """
 
     def __init__(self, describe: Callable[[str], None] | None = None) -> None:
         self.seconds: dict[str, float] = {}
-        self._last = time.perf_counter()
+        self._stage: str | None = None
+        self._started = time.perf_counter()
         self._describe = describe or (lambda _text: None)
-        self._describe(f"training: {STAGES[0]}")
 
-    def __call__(self, stage: str) -> None:
+    def begin(self, stage: str) -> None:
+        self._close()
+        self._stage = stage
+        self._describe(f"training: {stage}")
+
+    def end(self) -> None:
+        self._close()
+        self._describe("training")
+
+    def _close(self) -> None:
         now = time.perf_counter()
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self._last
-        self._last = now
-        following = STAGES[STAGES.index(stage) + 1 :] if stage in STAGES else ()
-        self._describe(f"training: {following[0]}" if following else "training")
+        if self._stage is not None:
+            self.seconds[self._stage] = self.seconds.get(self._stage, 0.0) + now - self._started
+        self._stage, self._started = None, now
 
 
 @dataclass(frozen=True)
