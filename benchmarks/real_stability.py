@@ -14,7 +14,11 @@ algorithm and k, the champion's own stability (the rule's refit from another see
 rule's verdict; across seeds, the adjusted Rand index (ARI) between every pair of the
 champions' assignments and its mean; and, with the first seed's model, the share of customers
 of both snapshots whose segment is the same in the second month's snapshot as in the first.
-Results: ``<out>/<name>.json`` and ``<name>.md``.
+Also scored, without changing the job: a champion step that prefers a *stable* finalist (the
+best silhouette among the finalists whose stability reaches ``stable_ari``; the rule's champion
+when none does or it is one of them), from the sweep's own fits, with the pairwise ARI of its
+picks and, to compare like with like, of the rule's champions' sweep fits (docs/training.md,
+*Planted personas*). Results: ``<out>/<name>.json`` and ``<name>.md``.
 """
 
 from __future__ import annotations
@@ -56,9 +60,10 @@ def config(work: Path, overrides: list[str], as_of: str | None = None, seed: int
     return load_config([*default_config_files("base"), EXAMPLE], [*overrides, *(f"{k}={v}" for k, v in sets.items())])
 
 
-def train(spark: SparkSession, cfg: AppConfig, month: str) -> tuple[dict, DataFrame, object]:
-    """The training job's stages on snapshot ``month``: the row, the assignments (collected: 2,469 rows)
-    and the champion's whole model (preprocessing, clusters, segment ids)."""
+def train(spark: SparkSession, cfg: AppConfig, month: str) -> tuple[dict, DataFrame, object, dict[str, DataFrame]]:
+    """The training job's stages on snapshot ``month``: the row, the assignments (collected: 2,469 rows),
+    the champion's whole model (preprocessing, clusters, segment ids), and the sweep fits'
+    assignments of the rule's champion and of the stable-first pick."""
     started = time.perf_counter()
     snapshot, as_of = read_snapshot(spark, cfg.features.output, month)
     with persisting() as persist:
@@ -66,6 +71,10 @@ def train(spark: SparkSession, cfg: AppConfig, month: str) -> tuple[dict, DataFr
         sweep = run_sweep(cfg.training, prepared.sample)
         final = finalise(spark, cfg, prepared, sweep, None, persist)
         assigned = spark.createDataFrame(final.assigned.select("customer_id", "prediction").toPandas())
+        champion = (final.choice.champion, final.choice.champion_k)
+        stable_first = _stable_first(sweep, final.choice.chosen_k, champion, cfg.training.selection.stable_ari)
+        swept = {name: _assignments(spark, sweep.models[c], prepared.sample)
+                 for name, c in (("champion", champion), ("stable_first", stable_first))}  # fmt: skip
     choice = final.choice
     verdict = choice.rationale["stability"]
     row = {
@@ -78,9 +87,41 @@ def train(spark: SparkSession, cfg: AppConfig, month: str) -> tuple[dict, DataFr
         "own_stability": None if (ari := verdict["champion_stability_ari"]) is None else round(ari, 3),
         "stable": verdict["stable"],
         "verdict": verdict["message"],
+        "finalists": {a: _finalist(sweep.records[(a, k)]) for a, k in choice.chosen_k.items()},
+        "stable_first": {"algorithm": stable_first[0], "k": stable_first[1]},
         "seconds": round(time.perf_counter() - started, 1),
     }
-    return row, assigned, final.model
+    return row, assigned, final.model, swept
+
+
+def _assignments(spark: SparkSession, model, rows: DataFrame) -> DataFrame:
+    """``model``'s clusters of ``rows``, collected; finalise renames the champion's output column."""
+    column = F.col(model.getPredictionCol()).alias("prediction")
+    return spark.createDataFrame(model.transform(rows).select("customer_id", column).toPandas())
+
+
+def _finalist(record: dict) -> dict:
+    stability = record["stability_ari"]
+    return {"k": record["k"], "silhouette": round(record["silhouette"], 3),
+            "stability": None if stability is None else round(stability, 3)}  # fmt: skip
+
+
+def _stable_first(sweep, chosen_k: dict[str, int], champion: tuple[str, int], stable_ari: float) -> tuple[str, int]:
+    """The best silhouette among the finalists whose measured stability reaches ``stable_ari``;
+    ``champion`` when none does or it is one of them."""
+    stable = [
+        c for c in chosen_k.items() if (ari := sweep.records[c]["stability_ari"]) is not None and ari >= stable_ari
+    ]
+    if not stable or champion in stable:
+        return champion
+    return max(stable, key=lambda c: sweep.records[c]["silhouette"])  # ties: the earlier algorithm
+
+
+def _pairwise(assigned: dict[int, DataFrame], seeds: list[int]) -> dict[str, float]:
+    return {
+        f"{a}-{b}": round(adjusted_rand_index(_joined(assigned[a], assigned[b]), "a", "b"), 3)
+        for a, b in itertools.combinations(seeds, 2)
+    }
 
 
 def _joined(a: DataFrame, b: DataFrame) -> DataFrame:
@@ -124,6 +165,11 @@ def markdown(result: dict) -> str:
         f"Seed {runs[0]['seed']}'s model on the {m['month']} snapshot: **{100 * m['kept_segment_share']:.1f}%** of the "
         f"{m['customers_in_both']:,} households of both snapshots keep their segment (ARI {m['ari']}); "
         f"{m['new_customers']} households are new.",
+        "",
+        "A stable-first champion step (scored from the sweep's fits, the job unchanged), per seed: "
+        + ", ".join(f"{r['seed']}: {r['stable_first']['algorithm']} {r['stable_first']['k']}" for r in runs)
+        + f"; mean pairwise ARI of its picks **{result['sweep_fits_mean_pairwise_ari']['stable_first']}**, "
+        f"of the rule's champions' sweep fits {result['sweep_fits_mean_pairwise_ari']['champion']}.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -142,16 +188,14 @@ def main(argv: list[str] | None = None) -> int:
     spark = get_spark(SparkConfig(master="local[*]", driver_memory="6g", ui_enabled=False, log_level="ERROR"))
     for month in months:
         run_feature_pipeline(spark, config(args.work, args.set, as_of=month))
-    runs, assigned, model = [], {}, None
+    runs, assigned, swept, model = [], {}, {}, None
     for seed in seeds:
-        row, assigned[seed], fitted = train(spark, config(args.work, args.set, seed=seed), months[0])
+        row, assigned[seed], fitted, swept[seed] = train(spark, config(args.work, args.set, seed=seed), months[0])
         model = model or fitted
         runs.append(row)
         print(json.dumps(row), flush=True)
-    pairwise = {
-        f"{a}-{b}": round(adjusted_rand_index(_joined(assigned[a], assigned[b]), "a", "b"), 3)
-        for a, b in itertools.combinations(seeds, 2)
-    }
+    pairwise = _pairwise(assigned, seeds)
+    by_rule = {name: _pairwise({s: swept[s][name] for s in seeds}, seeds) for name in ("champion", "stable_first")}
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "months": months,
@@ -159,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": runs,
         "pairwise_ari": pairwise,
         "mean_pairwise_ari": round(statistics.mean(pairwise.values()), 3),
+        "sweep_fits_mean_pairwise_ari": {name: round(statistics.mean(p.values()), 3) for name, p in by_rule.items()},
+        "sweep_fits_pairwise_ari": by_rule,
         "monthly": monthly(spark, config(args.work, args.set), model, assigned[seeds[0]], months[1]),
     }
     args.out.mkdir(parents=True, exist_ok=True)
