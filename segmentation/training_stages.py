@@ -87,8 +87,8 @@ class Laps:
 
     def __init__(self, describe: Callable[[str], None] | None = None) -> None:
         self.seconds: dict[str, float] = {}
-        self._stage: str | None = None
-        self._started = time.perf_counter()
+        self._stage: str | None = None  # nothing is timed before the first begin
+        self._started = 0.0
         self._describe = describe or (lambda _text: None)
 
     def begin(self, stage: str) -> None:
