@@ -10,7 +10,7 @@ Rule
    between fits with different seeds) is at least ``min_stability``. When no k
    of an algorithm is admissible, all its candidates are considered and the
    rationale says so.
-2. KMeans and BisectingKMeans, with ``k_criterion: silhouette`` (the default):
+2. KMeans and BisectingKMeans, with ``k_criterion: silhouette``:
    the highest silhouette wins; candidates within ``silhouette_tolerance`` of
    the best are tied, and the tie goes to the k nearest the elbow of the WSSSE
    curve (the point farthest from the chord between its first and last
@@ -19,7 +19,7 @@ Rule
 3. GaussianMixture: the lowest BIC wins; ties (within 0.1% of the BIC) go to the
    smaller k. When a BIC is not finite (a collapsed component makes the
    likelihood infinite), step 2's rule (with its ``k_criterion``) applies instead.
-   With ``k_criterion: bisecting`` steps 2 and 3 are replaced: BisectingKMeans
+   With ``k_criterion: bisecting`` (the default) steps 2 and 3 are replaced: BisectingKMeans
    (the first algorithm listed when it is not swept) sets the number of
    segments, as the highest silhouette among its k at or above its elbow (ties
    to the k nearest the elbow, then the smaller); every other algorithm takes
