@@ -16,7 +16,7 @@ from pyspark.sql import types as T
 
 from segmentation.config import AppConfig
 from segmentation.feature_table import compute_features
-from segmentation.io import write_table
+from segmentation.io import check_fits, table_columns, write_table
 from segmentation.quality import QualityReport
 from segmentation.snapshots import persisting
 from segmentation.spark import job_descriptions, shuffle_partitions_kept
@@ -30,17 +30,20 @@ def run_feature_pipeline(spark: SparkSession, cfg: AppConfig) -> QualityReport:
     """Build and write the feature snapshot, the quarantine and the quality row; return the report."""
     fcfg = cfg.features
     with shuffle_partitions_kept(spark), persisting() as persist, job_descriptions(spark) as describe:
-        features, quarantine, report = compute_features(spark, cfg, persist)
+        # A table keeps the category, channel and level columns of its first snapshot (docs/data.md).
+        existing = table_columns(spark, fcfg.output)
+        features, quarantine, report = compute_features(spark, cfg, persist, existing)
         log.info("data quality: %s", report.summary())
-        snapshot = {"as_of": report.as_of.isoformat()}
+        snapshot, quality = {"as_of": report.as_of.isoformat()}, _quality_row(spark, report, cfg)
+        for frame, target in ((features, fcfg.output), (quarantine, fcfg.quarantine)):
+            check_fits(spark, frame, target)  # all three, before any is written
+        check_fits(spark, quality, fcfg.quality, merge_schema=True)
         describe("features: write the features")
         write_table(features, fcfg.output, partition_by=["as_of"], replace_where=snapshot)
         describe("features: write the quarantine and the quality row")
         write_table(quarantine, fcfg.quarantine, partition_by=["as_of"], replace_where=snapshot)
         # mergeSchema: a quality table written before the join match columns existed gains them.
-        write_table(
-            _quality_row(spark, report, cfg), fcfg.quality, ["as_of"], replace_where=snapshot, merge_schema=True
-        )
+        write_table(quality, fcfg.quality, ["as_of"], replace_where=snapshot, merge_schema=True)
     log.info("features of %d customers for as_of %s written to %s", report.customers, report.as_of,
              fcfg.output.location)  # fmt: skip
     return report

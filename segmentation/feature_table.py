@@ -10,15 +10,23 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from segmentation.config import AppConfig, CustomersInput, ProductsInput
 from segmentation.errors import ConfigError, ContractError, JoinMatchError, QuarantineThresholdError
-from segmentation.features import customer_activity, demographic_features, top_values, typical_gap, with_churn
+from segmentation.features import (
+    customer_activity,
+    demographic_features,
+    same_columns,
+    slug,
+    top_values,
+    typical_gap,
+    with_churn,
+)
 from segmentation.io import read_table
 from segmentation.quality import (
     AFTER_WINDOW,
@@ -40,9 +48,10 @@ log = logging.getLogger(__name__)
 
 
 def compute_features(
-    spark: SparkSession, cfg: AppConfig, persist: Persist
+    spark: SparkSession, cfg: AppConfig, persist: Persist, existing: Sequence[str] = ()
 ) -> tuple[DataFrame, DataFrame, QualityReport]:
-    """Read and validate the transactions, check the quarantine, then compute the features.
+    """Read and validate the transactions, check the quarantine, then compute the features; with
+    ``existing``, the columns of the feature table they go to, its category, channel and level columns.
 
     Returns (features, quarantine, report). The frames it persists (the labelled rows and the
     per-customer activity, which the features and the quarantine read) go through ``persist``
@@ -50,11 +59,11 @@ def compute_features(
     are written, or when a check fails.
     """
     with job_descriptions(spark) as describe:
-        return _compute(spark, cfg, persist, describe)
+        return _compute(spark, cfg, persist, describe, existing)
 
 
 def _compute(
-    spark: SparkSession, cfg: AppConfig, persist: Persist, describe: Callable[[str], None]
+    spark: SparkSession, cfg: AppConfig, persist: Persist, describe: Callable[[str], None], existing: Sequence[str]
 ) -> tuple[DataFrame, DataFrame, QualityReport]:
     source, fcfg = cfg.input.transactions, cfg.features
     describe("features: read and check the transactions")
@@ -83,7 +92,7 @@ def _compute(
     )
     _check_kept_rows(report, fcfg.max_quarantine_share, source.location)
     kept = labelled.where(F.col("reason").isNull())
-    features, report = _aggregate(spark, cfg, kept, columns, key_types, report, persist, describe)
+    features, report = _aggregate(spark, cfg, kept, (columns, key_types), report, persist, describe, existing)
     quarantine = labelled.where(F.col("reason").isNotNull() & (F.col("reason") != AFTER_WINDOW)).select(
         "customer_id",
         *(["transaction_id"] if "transaction_id" in columns else []),
@@ -94,6 +103,9 @@ def _compute(
     )
     return features, quarantine, report
 
+
+# Every value of a column, for matching a table's columns (features.same_columns).
+_ALL_VALUES = 100_000
 
 # What the steps after labelling read of a row: the quarantine reads these only on the rows it keeps out,
 # and none reads the others. Stored deserialized, as Spark's own ``cache()`` does.
@@ -116,7 +128,7 @@ def _read_checked(spark: SparkSession, cfg: AppConfig) -> tuple[DataFrame, dict[
     """The transactions with canonical column names, after the input contract's checks; also the
     role-to-column mapping and each role's source type."""
     source, products = cfg.input.transactions, cfg.input.products
-    raw = read_table(spark, source)
+    raw = read_table(spark, source, key="input.transactions")
     columns = resolve_roles(raw.columns, source.columns, source.explicit_roles)
     check_contract(raw, columns, f"{source.format} input '{source.location}'", source.timestamp_unit)
     if products.enabled and "product_id" not in columns:
@@ -137,25 +149,24 @@ def _aggregate(
     spark: SparkSession,
     cfg: AppConfig,
     kept: DataFrame,
-    columns: dict[str, str],
-    key_types: dict[str, str],
+    roles: tuple[dict[str, str], dict[str, str]],
     report: QualityReport,
     persist: Persist,
     describe: Callable[[str], None],
+    existing: Sequence[str],
 ) -> tuple[DataFrame, QualityReport]:
     """One row per customer from the kept rows (with the product and customer tables when enabled),
     and the report with the customer count and the join match shares."""
-    fcfg, products, as_of = cfg.features, cfg.input.products, report.as_of
+    (columns, key_types), fcfg, products, as_of = roles, cfg.features, cfg.input.products, report.as_of
     if products.enabled:
         describe("features: join the products")
         kept, share, unknown = _with_products(spark, kept, products, (columns["product_id"], key_types["product_id"]))
         report = dataclasses.replace(report, products_match_share=share, unknown_product_lines=unknown)
-    spend = F.when(F.col("amount") > 0, F.col("amount"))
     describe("features: find the top categories and channels")
-    categories = top_values(kept, "category", fcfg.top_categories, weight=spend) if "category" in kept.columns else []
-    channels = top_values(kept, "channel", fcfg.max_channels) if "channel" in columns else []
-    mixes = {a: top_values(kept, a, fcfg.top_categories, weight=spend) for a in products.attributes} if (
-        products.enabled) else {}  # fmt: skip
+    # The columns of the table's first snapshot but those every snapshot has (its base columns).
+    families = [c for c in existing if c not in {*customer_activity(kept, as_of).columns, "churn_ratio", "churned",
+                                                 *cfg.input.customers.numeric}]  # fmt: skip
+    categories, channels, mixes = _share_values(kept, cfg, families)
     # Persisted so the customer count, the median gap and the write read one aggregation, not three.
     describe("features: aggregate per customer")
     activity = persist(
@@ -169,11 +180,39 @@ def _aggregate(
     if cfg.input.customers.enabled:  # reads the customers table, which can be missing or wrong
         describe("features: join the customers table")
         key = (columns["customer_id"], key_types["customer_id"])
-        attrs, fill, share = _demographics(spark, cfg.input.customers, activity, key)
+        attrs, fill, share = _demographics(spark, cfg.input.customers, activity, key, families)
         report = dataclasses.replace(report, customers_match_share=share)
         # Customers without a row get the medians and no level of any categorical (all 0).
         features = features.join(attrs, "customer_id", how="left").fillna(fill)
     return features, report
+
+
+def _share_values(
+    kept: DataFrame, cfg: AppConfig, families: Sequence[str]
+) -> tuple[list[str], list[str], dict[str, list[str]]]:
+    """The categories, channels and product attribute levels that get a share column: the most
+    important ones, or, for a table that has some (``families``), those its columns name."""
+    fcfg, products = cfg.features, cfg.input.products
+    spend = F.when(F.col("amount") > 0, F.col("amount"))
+
+    def values(column: str, n: int, weight: Column | None, prefix: str) -> list[str]:
+        if column not in kept.columns:
+            return []
+        if not any(c.startswith(f"{prefix}_") for c in families):
+            return top_values(kept, column, n, weight=weight)
+        return same_columns(families, prefix, top_values(kept, column, _ALL_VALUES, weight=weight))
+
+    categories = values("category", fcfg.top_categories, spend, "cat")
+    channels = values("channel", fcfg.max_channels, None, "chan")
+    mixes = {a: values(a, fcfg.top_categories, spend, slug(a)) for a in products.attributes} if products.enabled else {}
+    return categories, channels, mixes
+
+
+def _levels(attrs: DataFrame, column: str, max_levels: int, families: Sequence[str]) -> list[str]:
+    """A categorical attribute's one-hot levels: the most common, or those a table's columns name."""
+    if any(name.startswith(f"{column}_") for name in families):
+        return same_columns(families, column, top_values(attrs, column, _ALL_VALUES))
+    return top_values(attrs, column, max_levels)
 
 
 def _check_kept_rows(report: QualityReport, max_share: float, location: str) -> None:
@@ -189,7 +228,7 @@ def _check_kept_rows(report: QualityReport, max_share: float, location: str) -> 
 
 
 def _demographics(
-    spark: SparkSession, customers: CustomersInput, activity: DataFrame, key: tuple[str, str]
+    spark: SparkSession, customers: CustomersInput, activity: DataFrame, key: tuple[str, str], families: Sequence[str]
 ) -> tuple[DataFrame, dict[str, float], float]:
     """The encoded attributes of ``input.customers``, the fill values for customers without a
     row, and the share of ``activity``'s customers that have one.
@@ -198,7 +237,7 @@ def _demographics(
     attribute that is null for every matched customer is dropped with a warning.
     """
     wanted = list(dict.fromkeys([customers.customer_id, *customers.numeric, *customers.categorical]))
-    table = read_table(spark, customers, columns=wanted)
+    table = read_table(spark, customers, columns=wanted, key="input.customers")
     attrs = table.withColumn("customer_id", F.col(customers.customer_id).cast("string"))
     attrs = attrs.select("customer_id", *[c for c in wanted if c != customers.customer_id])
     attrs = attrs.where(F.col("customer_id").isNotNull()).dropDuplicates(["customer_id"])
@@ -239,7 +278,7 @@ def _demographics(
         values = attrs.select([F.col(c).cast("double").alias(c) for c in numeric])
         quantiles = values.approxQuantile(numeric, [0.5], 0.001)
         medians = {c: (q[0] if q else 0.0) for c, q in zip(numeric, quantiles, strict=True)}
-    levels = {c: top_values(attrs, c, customers.max_levels) for c in categorical}
+    levels = {c: _levels(attrs, c, customers.max_levels, families) for c in categorical}
     encoded = demographic_features(attrs, numeric, categorical, levels, medians)
     fill = {c: medians.get(c, 0.0) if c in numeric else 0.0 for c in encoded.columns if c != "customer_id"}
     return encoded, fill, share
@@ -263,7 +302,7 @@ def _with_products(
         )
     wanted = list(dict.fromkeys([products.product_id, *([products.category] if products.category else []),
                                  *products.attributes]))  # fmt: skip
-    table = read_table(spark, products, columns=wanted)
+    table = read_table(spark, products, columns=wanted, key="input.products")
     attributes = ([("category", products.category)] if products.category else []) + [
         (a, a) for a in products.attributes
     ]

@@ -75,6 +75,7 @@ __all__ = [
     "customer_activity",
     "customer_features",
     "demographic_features",
+    "same_columns",
     "slug",
     "top_values",
     "typical_gap",
@@ -85,6 +86,19 @@ __all__ = [
 def slug(value: str) -> str:
     """A column-name-safe form of a category or channel name."""
     return re.sub(r"[^a-z0-9]+", "_", str(value).lower()).strip("_") or "blank"
+
+
+def same_columns(existing: Sequence[str], prefix: str, ranked: Sequence[str]) -> list[str]:
+    """The values that give a feature table's ``<prefix>_*`` columns again, in its order: a table keeps
+    the set of columns of its first snapshot (docs/data.md, *One set of columns*). For each such column
+    of ``existing``, the first value of ``ranked`` (this snapshot's values, most important first) with
+    that name, else the name's own suffix, which no value here has, so that its share is 0. Values
+    without a column count in ``<prefix>_other``. ``existing`` holds none of the base columns."""
+    names = [c for c in existing if c.startswith(f"{prefix}_") and c != f"{prefix}_other"]
+    found: dict[str, str] = {}
+    for value, name in zip(ranked, _unique_slugs(ranked, prefix), strict=True):
+        found.setdefault(name, value)
+    return [found.get(name, name.removeprefix(f"{prefix}_")) for name in names]
 
 
 def _unique_slugs(values: Sequence[str], prefix: str) -> list[str]:

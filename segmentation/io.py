@@ -31,8 +31,10 @@ from segmentation.errors import ConcurrentWriteError, ContractError, InputNotFou
 
 __all__ = [
     "CORRUPT_RECORD",
+    "check_fits",
     "delta_version",
     "read_table",
+    "table_columns",
     "table_exists",
     "write_table",
 ]
@@ -46,8 +48,11 @@ _CSV_PRUNING = "spark.sql.csv.parser.columnPruning.enabled"
 _NANOS_AS_LONG = "spark.sql.legacy.parquet.nanosAsLong"
 
 
-def read_table(spark: SparkSession, source: TableConfig, columns: Sequence[str] | None = None) -> DataFrame:
-    """Read ``source`` (catalog table, Delta, Parquet or CSV), keeping only ``columns`` when given.
+def read_table(
+    spark: SparkSession, source: TableConfig, columns: Sequence[str] | None = None, key: str | None = None
+) -> DataFrame:
+    """Read ``source`` (catalog table, Delta, Parquet or CSV), keeping only ``columns`` when given;
+    ``key`` is the config key of ``source``, which an error names.
 
     CSV is read with a header and every column as a string; the caller's contract
     check casts and validates, so a malformed value is quarantined rather than
@@ -55,7 +60,7 @@ def read_table(spark: SparkSession, source: TableConfig, columns: Sequence[str] 
     many fields (or a broken quote) keeps its text in the extra column
     :data:`CORRUPT_RECORD`, so the feature job can quarantine it as a malformed row.
     """
-    where = source.location
+    where, named = source.location, f" ({key})" if key else ""
     try:
         if source.table:
             df = spark.read.table(source.table)
@@ -67,15 +72,16 @@ def read_table(spark: SparkSession, source: TableConfig, columns: Sequence[str] 
             else:
                 df = spark.read.format(source.format).options(**source.options).load(source.path)
         else:
-            raise InputNotFoundError("no input location: set either 'path' or 'table'")
+            raise InputNotFoundError(f"no input location{named}: set either 'path' or 'table'")
     except AnalysisException as exc:
-        raise InputNotFoundError(f"cannot read {source.format} input '{where}': {_first_line(exc)}") from None
+        raise InputNotFoundError(f"cannot read {source.format} input '{where}'{named}: {_first_line(exc)}") from None
     if columns is not None:
         missing = [c for c in columns if c not in df.columns]
         if missing:
+            hint = f"the column keys of {key}" if key else "input.transactions.columns.<role>"
             raise ContractError(
-                f"input '{where}' has no column(s) {missing}; it has {df.columns}. "
-                "Map your column names with input.transactions.columns.<role>"
+                f"input '{where}'{named} has no column(s) {missing}; it has {df.columns}. "
+                f"Map your column names with {hint}"
             )
         df = df.select(*columns)
     return df
@@ -90,6 +96,8 @@ def _read_parquet(spark: SparkSession, source: TableConfig) -> DataFrame:
     timestamps are turned back into timestamps (UTC, truncated to microseconds, Spark's precision).
     """
     reader = spark.read.options(**source.options)
+    if spark.conf.get(_NANOS_AS_LONG, "false").lower() != "true" and _local_nanos(source.path):
+        spark.conf.set(_NANOS_AS_LONG, "true")  # found in the footer: no failed scan, no executor error logged
     if spark.conf.get(_NANOS_AS_LONG, "false").lower() != "true":
         try:
             return reader.parquet(source.path)
@@ -104,6 +112,30 @@ def _read_parquet(spark: SparkSession, source: TableConfig) -> DataFrame:
         log.info("reading nanosecond timestamp column(s) %s of '%s' as timestamps", nanos, source.path)
         df = df.withColumns({c: F.timestamp_micros(F.expr(f"`{c}` div 1000")) for c in nanos})
     return df
+
+
+def _local_nanos(path: str) -> bool:
+    """Whether the first Parquet file under a local ``path`` (as Spark lists it: hidden and ``_``
+    names left out) declares a nanosecond timestamp column; False for other file systems, which
+    the failed first read finds out instead."""
+    parsed = urlparse(path)
+    local = Path(parsed.path if parsed.scheme else path)
+    if parsed.scheme not in ("", "file") or parsed.netloc or not local.exists():
+        return False
+    files = [local] if local.is_file() else sorted(
+        p for p in local.rglob("*.parquet")
+        if p.is_file() and not any(part.startswith(("_", ".")) for part in p.relative_to(local).parts)
+    )  # fmt: skip
+    if not files:
+        return False
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(files[0])
+    except (OSError, pa.ArrowException):
+        return False
+    return any(pa.types.is_timestamp(f.type) and f.type.unit == "ns" for f in schema)
 
 
 def _nanosecond_columns(df: DataFrame) -> list[str]:
@@ -152,6 +184,36 @@ def table_exists(spark: SparkSession, target: OutputConfig | TableConfig) -> boo
     if target.format == "delta":
         return _history_version(spark, _sql_name(target)) is not None
     return Path(target.path).exists()
+
+
+def table_columns(spark: SparkSession, target: OutputConfig) -> list[str]:
+    """The columns of ``target``'s Delta table, or [] when there is none yet."""
+    table = _existing(spark, target)
+    return [] if table is None else table.columns
+
+
+def _existing(spark: SparkSession, target: OutputConfig) -> DataFrame | None:
+    if target.format != "delta" or not table_exists(spark, target):
+        return None
+    return spark.read.table(target.table) if target.table else spark.read.format("delta").load(target.path)
+
+
+def check_fits(spark: SparkSession, df: DataFrame, target: OutputConfig, merge_schema: bool = False) -> None:
+    """Raise :class:`ContractError` naming ``target`` when its Delta table would refuse ``df``: a column
+    it lacks (without ``merge_schema``) or a column of another type, as when another data set's table
+    sits at that location. A run calls it for every output before writing any of them."""
+    table = _existing(spark, target)
+    if table is None:
+        return
+    types = {f.name: f.dataType.simpleString() for f in table.schema.fields}  # nullability aside
+    new = [] if merge_schema else [f.name for f in df.schema.fields if f.name not in types]
+    changed = [f.name for f in df.schema.fields if f.name in types and types[f.name] != f.dataType.simpleString()]
+    if new or changed:
+        raise ContractError(
+            f"Delta table {target.location} holds other columns than this run writes "
+            f"(columns it lacks: {new}; of another type: {changed}); nothing was written. Point this output "
+            "at a location of its own (its path or table key), or move the old table away"
+        )
 
 
 def delta_version(spark: SparkSession, target: OutputConfig | TableConfig) -> int | None:
@@ -224,11 +286,15 @@ _CONFLICTS = (
     "DELTA_CONCURRENT_APPEND", "DELTA_CONCURRENT_DELETE_DELETE", "DELTA_CONCURRENT_DELETE_READ",
     "DELTA_CONCURRENT_TRANSACTION", "DELTA_CONCURRENT_WRITE", "DELTA_METADATA_CHANGED", "DELTA_PROTOCOL_CHANGED",
 )  # fmt: skip
+# A table that holds other columns, or the same columns with other types, than a run writes: another
+# data set's table at the same location (the default data/features of `make demo`, say).
+_OTHER_SCHEMA = ("DELTA_METADATA_MISMATCH", "DELTA_FAILED_TO_MERGE_FIELDS")
 
 
 @contextmanager
 def committing(target: OutputConfig) -> Iterator[None]:
-    """Turn Delta's optimistic-concurrency conflict into :class:`ConcurrentWriteError`.
+    """Turn Delta's optimistic-concurrency conflict into :class:`ConcurrentWriteError`, and a table
+    whose columns differ from the run's into :class:`ContractError` naming the table.
 
     Delta commits a transaction only when no other run changed what it read, so when two runs
     write one table at the same time one of them fails here and has committed nothing to it.
@@ -237,6 +303,12 @@ def committing(target: OutputConfig) -> Iterator[None]:
         yield
     except Exception as exc:
         condition = error_condition(exc)
+        if condition.split(".")[0] in _OTHER_SCHEMA:
+            raise ContractError(
+                f"Delta table {target.location} holds other columns, or other types, than this run writes "
+                f"({condition}); nothing was written to it. Point this output at a location of its own "
+                "(its path or table key), or move the old table away"
+            ) from exc
         if condition.split(".")[0] not in _CONFLICTS:
             raise
         raise ConcurrentWriteError(

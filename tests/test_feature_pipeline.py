@@ -4,6 +4,7 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+from delta.tables import DeltaTable
 
 from segmentation.config import load_config
 from segmentation.errors import ContractError, InputNotFoundError, JoinMatchError, QuarantineThresholdError
@@ -103,6 +104,27 @@ def test_rerun_replaces_only_its_snapshot(spark, tmp_path):
     assert sorted(after.collect()) == before
     counts = {str(r.as_of): r["count"] for r in after.groupBy("as_of").count().collect()}
     assert counts == {"2024-01-15": 2, "2024-01-31": 2}
+
+
+def test_a_snapshot_keeps_the_category_columns_of_the_tables_first(spark, tmp_path):
+    """A category new in a later snapshot counts in cat_other, and one it lacks gets a share of 0,
+    so every snapshot has the table's columns (Delta refuses others) and a model trained on one
+    scores the next. The category garden is bought only after 2024-01-15."""
+    rows = [*ROWS, ("T7", "A", "2024-01-20 10:00:00", "50.0", "garden")]
+    tables = {}
+    for first, then in (("2024-01-15", "2024-01-31"), ("2024-01-31", "2024-01-15")):
+        root = tmp_path / first
+        write_input(spark, root, "delta", rows)
+        for as_of in (first, then):
+            run_feature_pipeline(spark, config(root, "delta", as_of=as_of))
+        tables[first] = spark.read.format("delta").load(str(root / "features"))
+        assert len(DeltaTable.forPath(spark, str(root / "features")).history().collect()) == 2
+    late_first, early_first = tables["2024-01-15"], tables["2024-01-31"]
+    assert {"cat_home", "cat_toys"} <= set(late_first.columns) and "cat_garden" not in late_first.columns
+    a = late_first.where("customer_id = 'A' AND as_of = '2024-01-31'").first()  # bought 100 home, 30 toys, 50 garden
+    assert (a.cat_home, a.cat_toys, a.cat_other) == pytest.approx((100 / 180, 30 / 180, 50 / 180))
+    a = early_first.where("customer_id = 'A' AND as_of = '2024-01-15'").first()  # garden not bought yet
+    assert "cat_garden" in early_first.columns and (a.cat_garden, a.cat_home, a.cat_other) == (0.0, 1.0, 0.0)
 
 
 def test_quarantine_threshold_fails_and_writes_nothing(spark, tmp_path):

@@ -51,6 +51,19 @@ def test_replace_where_rewrites_one_snapshot_and_keeps_the_others(spark, tmp_pat
     assert delta_version(spark, target) == 1
 
 
+def test_a_table_with_other_columns_is_named_and_left_as_it_was(spark, tmp_path):
+    """Another data set's feature table at the same location (make demo's data/features, say)."""
+    target = OutputConfig(path=str(tmp_path / "features"), format="delta")
+    first = spark.createDataFrame([(D1, 1)], "as_of STRING, a INT")
+    write_table(first, target, partition_by=["as_of"], replace_where={"as_of": D1})
+    for other in ("as_of STRING, b INT", "as_of STRING, a STRING"):  # another column; another type
+        with pytest.raises(ContractError, match=f"Delta table {target.path} holds other columns"):
+            later = spark.createDataFrame([(D2, 1)], other)
+            write_table(later, target, partition_by=["as_of"], replace_where={"as_of": D2})
+    assert delta_version(spark, target) == 0
+    assertDataFrameEqual(spark.read.format("delta").load(target.path), first)
+
+
 def test_current_assignments_merge(spark, tmp_path):
     target = OutputConfig(path=str(tmp_path / "current"), format="delta")
     merge_current_assignments(
@@ -160,6 +173,26 @@ def test_table_exists_is_false_for_anything_but_a_delta_table(spark, tmp_path, l
             path = next(path.glob("*.parquet"))
     assert not table_exists(spark, OutputConfig(path=str(path)))
     assert delta_version(spark, OutputConfig(path=str(path))) is None
+
+
+def test_pandas_nanoseconds_are_found_in_the_footer_before_spark_reads_the_file(spark, tmp_path):
+    """Not by a failed read: that failed a Spark job and logged an executor error with its stack trace
+    on every run of the feature job over a file pandas wrote."""
+    import pandas as pd
+
+    pd.DataFrame({"ts": pd.to_datetime(["2024-01-02 10:00:00.5"]), "x": [1]}).to_parquet(tmp_path / "p.parquet")
+    nanos, saved = "spark.sql.legacy.parquet.nanosAsLong", spark.conf.get("spark.sql.legacy.parquet.nanosAsLong")
+    spark.conf.set(nanos, "false")  # as in a job's new session
+    tracker = spark.sparkContext.statusTracker()
+    before = set(tracker.getJobIdsForGroup())
+    try:
+        row = read_table(spark, TableConfig(path=str(tmp_path), format="parquet")).first()
+        assert spark.conf.get(nanos) == "true"
+    finally:
+        spark.conf.set(nanos, saved)
+    assert row.ts == dt.datetime(2024, 1, 2, 10, 0, 0, 500000)
+    jobs = set(tracker.getJobIdsForGroup()) - before
+    assert jobs and {tracker.getJobInfo(j).status for j in jobs} == {"SUCCEEDED"}
 
 
 def test_parquet_as_pandas_and_pyarrow_write_it(spark, tmp_path):
