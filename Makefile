@@ -29,7 +29,7 @@ demo: install
 	$(BIN)/python jobs/generate_transactions.py --set generator.n_transactions=$(N_TRANSACTIONS)
 	$(BIN)/python jobs/build_features.py --set input.customers.enabled=true
 	$(BIN)/python jobs/train_clv.py
-	$(BIN)/python jobs/train_segments.py
+	$(BIN)/python jobs/train_segments.py --set training.ground_truth.enabled=true
 	$(BIN)/python jobs/score_customers.py
 	@echo ""
 	@echo "Outputs (Delta tables under ./data):"

@@ -35,6 +35,7 @@ from segmentation.training_stages import (
     finalise,
     fit_outliers,
     prepare,
+    read_ground_truth,
     split,
 )
 
@@ -58,6 +59,8 @@ def run_training(spark: SparkSession, cfg: AppConfig, quality: dict[str, float] 
         laps.begin("prepare")
         quality = quality if quality is not None else read_quality(spark, cfg, as_of)
         previous = current_champion(cfg)
+        if cfg.training.ground_truth.enabled:
+            read_ground_truth(spark, cfg.training)  # a missing table stops the run here, not after the sweep
         prepared = prepare(snapshot, as_of, cfg.training, persist)
         laps.begin("outliers")
         prepared, density = fit_outliers(cfg.training, prepared, persist)

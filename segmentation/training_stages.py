@@ -62,6 +62,7 @@ __all__ = [
     "finalise",
     "fit_outliers",
     "prepare",
+    "read_ground_truth",
     "split",
     "without_outliers",
 ]
@@ -283,7 +284,7 @@ def _ground_truth_outliers(spark: SparkSession, tcfg: TrainingConfig, assigned: 
     """With planted outliers (ground truth label ``outlier``): the share of them flagged, and the share
     of the other customers flagged."""
     label = tcfg.ground_truth.label_column
-    truth = read_table(spark, tcfg.ground_truth, columns=["customer_id", label])
+    truth = read_ground_truth(spark, tcfg)
     planted = (F.col(label) == F.lit(OUTLIER_LABEL)).cast("int")
     flagged = F.col(OUTLIER_COL).cast("int")
     row = assigned.select("customer_id", OUTLIER_COL).join(truth, "customer_id").agg(
@@ -319,11 +320,18 @@ def assemble_model(preprocessing: PipelineModel, cluster_model: Any, identity: I
     return PipelineModel(stages=[*preprocessing.stages, cluster_model, relabel_stage(identity.cluster_to_segment)])
 
 
+def read_ground_truth(spark: SparkSession, tcfg: TrainingConfig) -> DataFrame:
+    """``training.ground_truth``'s customer ids and planted labels. Read once before the sweep as well,
+    so that a missing table or column stops the run at once, naming the key."""
+    columns = ["customer_id", tcfg.ground_truth.label_column]
+    return read_table(spark, tcfg.ground_truth, columns=columns, key="training.ground_truth")
+
+
 def _ground_truth_ari(spark: SparkSession, tcfg: TrainingConfig, assigned: DataFrame, column: str = "prediction"
                       ) -> float:  # fmt: skip
     """Adjusted Rand index between the segments (``column``) and ``training.ground_truth``'s planted labels."""
     label = tcfg.ground_truth.label_column
-    truth = read_table(spark, tcfg.ground_truth, columns=["customer_id", label])
+    truth = read_ground_truth(spark, tcfg)
     joined = assigned.select("customer_id", F.col(column).cast("int").alias(SEGMENT_COL)).join(
         truth.select("customer_id", F.col(label).alias("planted_segment")), "customer_id"
     )

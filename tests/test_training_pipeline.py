@@ -13,7 +13,7 @@ from pyspark.ml.linalg import Vectors
 
 from segmentation import tracking
 from segmentation.density import DensityModel
-from segmentation.errors import ContractError, InputNotFoundError
+from segmentation.errors import ContractError, InputNotFoundError, from_spark_failure
 from segmentation.selection import choose, describe_choice
 from segmentation.sweep import run_sweep
 from segmentation.training_pipeline import run_training
@@ -267,18 +267,34 @@ def test_failure_inside_the_run_marks_it_failed(spark, trained):
     assert "fewer than training.k_max" in runs[0].data.tags["error"]
 
 
+def test_a_missing_ground_truth_stops_the_run_before_the_sweep_naming_the_key(spark, trained, tmp_path):
+    cfg, _ = trained
+    sets = {"training.algorithms": "[kmeans]", "training.ground_truth.path": tmp_path / "no_truth"}
+    bad = make_config(Path(cfg.features.output.path).parent, **sets)
+    with pytest.raises(InputNotFoundError, match=r"no_truth' \(training.ground_truth\)") as failed:
+        run_training(spark, bad)
+    assert "run_sweep" not in {frame.name for frame in failed.traceback}  # stopped before the sweep began
+
+
 def test_a_run_that_fails_half_way_leaves_no_frame_persisted(spark, trained, tmp_path):
     """The vectors, the sweep's sample and the champion's assignments are persisted by the time the
-    ground-truth table is read (after the refit); a missing one stops the run there, and the session
-    holds no more persisted data than before it."""
+    ground-truth rows are read (after the refit). One of its files cannot be read: the schema comes
+    from the good one, so the run starts, and the scan stops it there. The session then holds no more
+    persisted data than before it."""
     cfg, _ = trained
+    truth = tmp_path / "truth"
+    spark.read.format("delta").load(cfg.training.ground_truth.path).coalesce(1).write.parquet(str(truth))
+    (truth / "part-zzz-truncated.parquet").write_bytes(b"PAR1 not a parquet file PAR1")
     sets = {"training.algorithms": "[kmeans]", "training.k_max": 3, "training.selection.sample_size": 300,
-            "training.selection.stability_seeds": 1, "training.ground_truth.path": tmp_path / "no_truth"}  # fmt: skip
+            "training.selection.stability_seeds": 1, "training.ground_truth.path": truth,
+            "training.ground_truth.format": "parquet"}  # fmt: skip
     bad = make_config(Path(cfg.features.output.path).parent, **sets)
     persisted = spark.sparkContext._jsc.sc().getPersistentRDDs  # classic: the session's persisted RDDs
     before = persisted().size()
-    with pytest.raises(InputNotFoundError, match="no_truth"):
+    with pytest.raises(Exception) as failed:
         run_training(spark, bad)
+    assert "finalise" in {frame.name for frame in failed.traceback}  # the sweep ran; the refit's ARI read it
+    assert "part-zzz-truncated.parquet" in str(from_spark_failure(failed.value))
     assert persisted().size() == before
 
 
