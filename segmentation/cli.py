@@ -155,8 +155,23 @@ def run_job(name: str, body: Callable[[], object]) -> int:
 
 def _reason(line: str) -> None:
     """The one-line reason, on stderr (under spark-submit, which merges the Python process's
-    stderr into its own stdout, on spark-submit's stdout)."""
-    print(" ".join(line.split("\n")), file=sys.stderr, flush=True)
+    stderr into its own stdout, on spark-submit's stdout), on a line of its own: after a newline
+    when Spark's console progress bar may have left a stage's bar without one."""
+    after_bar = "\n" if _progress_bar_on() else ""
+    print(after_bar + " ".join(line.split("\n")), file=sys.stderr, flush=True)
+
+
+def _progress_bar_on() -> bool:
+    """Whether a classic Spark session of this process draws the console progress bar (a local
+    session of the jobs does: ``segmentation.spark``); a Connect session draws none here."""
+    from pyspark.sql import SparkSession
+
+    from segmentation.spark import is_connect
+
+    active = SparkSession.getActiveSession()
+    if active is None or is_connect(active):
+        return False
+    return active.sparkContext.getConf().get("spark.ui.showConsoleProgress", "false") == "true"
 
 
 def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:

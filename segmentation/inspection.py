@@ -331,14 +331,15 @@ def yaml_snippet(
     """The ``input.transactions`` section for ``--config``: the location and every role of ``roles``.
 
     ``roles`` (default: the roles this version's config knows) are written mapped or null, so
-    that layered over ``conf/base.yaml`` no default name is left behind. A required role
+    that layered over the defaults (``conf/base.yaml``) no default name is left behind. A required role
     without a column is a commented placeholder, so the snippet always loads.
     ``timestamp_unit`` is written when given (an integer timestamp column).
     """
     roles = list(roles or config_roles())
     lines = [
-        "# from segmentation-inspect: check the mapping, save as my_data.yaml, then run",
-        "#   segmentation-build-features --config conf/base.yaml --config my_data.yaml",
+        "# from segmentation-inspect: check the mapping, save as my_data.yaml, then run from this folder",
+        "#   segmentation-build-features --config my_data.yaml   (over base.yaml's defaults; the same",
+        "#   --config for segmentation-train-segments and segmentation-score-customers)",
         "input:",
         "  transactions:",
     ]

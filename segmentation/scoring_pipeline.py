@@ -165,7 +165,10 @@ def run_scoring(spark: SparkSession, cfg: AppConfig) -> ScoringResult:
     tree = tracking.load_run_dict(loaded.run_id, tracking.HIERARCHY_ARTIFACT)
     sub_names = {int(r[SUB_SEGMENT_COL]): r[SUB_NAME_COL] for r in tree["tree"]} if tree else None
     clv_values, clv_as_of = latest_clv(spark, cfg, as_of) if cfg.scoring.attach_clv else (None, None)
-    if clv_as_of is not None and clv_as_of != as_of:
+    if cfg.scoring.attach_clv and clv_as_of is None:
+        log.info("no CLV values on or before %s in %s (jobs/train_clv.py writes them): the current table gets "
+                 "no CLV columns this time", as_of, cfg.clv.output.location)  # fmt: skip
+    elif clv_as_of is not None and clv_as_of != as_of:
         log.warning("the newest CLV values in %s are of %s, older than the scored snapshot %s",
                     cfg.clv.output.location, clv_as_of, as_of)  # fmt: skip
     tags = {"job": "score_customers", "feature_snapshot": as_of, "model_name": loaded.name,

@@ -6,6 +6,7 @@ import logging
 
 import pytest
 
+from segmentation import cli
 from segmentation.cli import EXIT_FAILURE, EXIT_OK, EXIT_USER_ERROR, configure_logging, run_job
 from segmentation.errors import SegmentationError
 
@@ -33,8 +34,9 @@ def test_below_warning_only_the_projects_own_lines_reach_stderr(project_logging,
     assert "gateway chatter" not in err and "http chatter" not in err and "sdk chatter" not in err
 
 
-def test_run_job_prints_one_reason_line_and_maps_the_outcome(project_logging, capsys):
+def test_run_job_prints_one_reason_line_and_maps_the_outcome(project_logging, capsys, monkeypatch):
     configure_logging("INFO")
+    monkeypatch.setattr(cli, "_progress_bar_on", lambda: False)  # with a bar: the test after the next
 
     def user_error():
         raise SegmentationError("column 'amount' is missing\nfrom the input")
@@ -50,3 +52,14 @@ def test_run_job_prints_one_reason_line_and_maps_the_outcome(project_logging, ca
     assert run_job("build_features", crash) == EXIT_FAILURE
     lines = capsys.readouterr().err.splitlines()
     assert lines[-1] == "build_features: failed: RuntimeError: boom"
+
+
+def test_the_reason_starts_a_line_of_its_own_after_spark_s_progress_bar(spark, project_logging, capsys):
+    """The session draws the console progress bar, which leaves ``\\r[Stage 3:> ...`` without a newline."""
+    assert spark.sparkContext.getConf().get("spark.ui.showConsoleProgress") == "true"
+
+    def user_error():
+        raise SegmentationError("file 'x.parquet' cannot be read")
+
+    assert run_job("build_features", user_error) == EXIT_USER_ERROR
+    assert capsys.readouterr().err == "\nbuild_features: error: file 'x.parquet' cannot be read\n"
