@@ -164,8 +164,9 @@ def _aggregate(
         report = dataclasses.replace(report, products_match_share=share, unknown_product_lines=unknown)
     describe("features: find the top categories and channels")
     # The columns of the table's first snapshot but those every snapshot has (its base columns).
-    families = [c for c in existing if c not in {*customer_activity(kept, as_of).columns, "churn_ratio", "churned",
-                                                 *cfg.input.customers.numeric}]  # fmt: skip
+    base = {*customer_activity(kept, as_of).columns, "churn_ratio", "churned", *cfg.input.customers.numeric} if (
+        existing) else set()  # fmt: skip
+    families = [c for c in existing if c not in base]
     categories, channels, mixes = _share_values(kept, cfg, families)
     # Persisted so the customer count, the median gap and the write read one aggregation, not three.
     describe("features: aggregate per customer")
