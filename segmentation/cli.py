@@ -168,10 +168,13 @@ def _progress_bar_on() -> bool:
 
     from segmentation.spark import is_connect
 
-    active = SparkSession.getActiveSession()
-    if active is None or is_connect(active):
+    try:  # the reason must reach stderr even when the JVM is gone
+        active = SparkSession.getActiveSession()
+        if active is None or is_connect(active):
+            return False
+        return active.sparkContext.getConf().get("spark.ui.showConsoleProgress", "false") == "true"
+    except Exception:  # noqa: BLE001
         return False
-    return active.sparkContext.getConf().get("spark.ui.showConsoleProgress", "false") == "true"
 
 
 def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
