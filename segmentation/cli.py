@@ -172,7 +172,7 @@ def _progress_bar_on() -> bool:
         active = SparkSession.getActiveSession()
         if active is None or is_connect(active):
             return False
-        return active.sparkContext.getConf().get("spark.ui.showConsoleProgress", "false") == "true"
+        return active.conf.get("spark.ui.showConsoleProgress", "false") == "true"
     except Exception:  # noqa: BLE001
         return False
 
