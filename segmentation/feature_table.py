@@ -197,11 +197,7 @@ def _share_values(
     spend = F.when(F.col("amount") > 0, F.col("amount"))
 
     def values(column: str, n: int, weight: Column | None, prefix: str) -> list[str]:
-        if column not in kept.columns:
-            return []
-        if not any(c.startswith(f"{prefix}_") for c in families):
-            return top_values(kept, column, n, weight=weight)
-        return same_columns(families, prefix, top_values(kept, column, _ALL_VALUES, weight=weight))
+        return _column_values(kept, column, n, families, weight, prefix) if column in kept.columns else []
 
     categories = values("category", fcfg.top_categories, spend, "cat")
     channels = values("channel", fcfg.max_channels, None, "chan")
@@ -209,11 +205,15 @@ def _share_values(
     return categories, channels, mixes
 
 
-def _levels(attrs: DataFrame, column: str, max_levels: int, families: Sequence[str]) -> list[str]:
-    """A categorical attribute's one-hot levels: the most common, or those a table's columns name."""
-    if any(name.startswith(f"{column}_") for name in families):
-        return same_columns(families, column, top_values(attrs, column, _ALL_VALUES))
-    return top_values(attrs, column, max_levels)
+def _column_values(
+    df: DataFrame, column: str, n: int, families: Sequence[str], weight: Column | None = None, prefix: str | None = None
+) -> list[str]:
+    """The values of ``column`` that get a column ``<prefix>_<value>`` (prefix: the column's name):
+    the ``n`` most important, or those the table's columns (``families``) name."""
+    prefix = prefix or column
+    if any(name.startswith(f"{prefix}_") for name in families):
+        return same_columns(families, prefix, top_values(df, column, _ALL_VALUES, weight=weight))
+    return top_values(df, column, n, weight=weight)
 
 
 def _check_kept_rows(report: QualityReport, max_share: float, location: str) -> None:
@@ -279,7 +279,7 @@ def _demographics(
         values = attrs.select([F.col(c).cast("double").alias(c) for c in numeric])
         quantiles = values.approxQuantile(numeric, [0.5], 0.001)
         medians = {c: (q[0] if q else 0.0) for c, q in zip(numeric, quantiles, strict=True)}
-    levels = {c: _levels(attrs, c, customers.max_levels, families) for c in categorical}
+    levels = {c: _column_values(attrs, c, customers.max_levels, families) for c in categorical}
     encoded = demographic_features(attrs, numeric, categorical, levels, medians)
     fill = {c: medians.get(c, 0.0) if c in numeric else 0.0 for c in encoded.columns if c != "customer_id"}
     return encoded, fill, share
