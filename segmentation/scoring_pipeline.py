@@ -43,6 +43,7 @@ from segmentation.io import merge_assignment_history, merge_current_assignments,
 from segmentation.monitoring import DriftReport, drift_report, migration_matrix
 from segmentation.preprocessing import NUMERIC_TYPES
 from segmentation.snapshots import latest_clv, persisting, read_snapshot, training_reference
+from segmentation.spark import collection_paused
 
 __all__ = ["Monitoring", "ScoringResult", "check_schema", "monitor", "run_scoring", "score"]
 
@@ -174,7 +175,7 @@ def run_scoring(spark: SparkSession, cfg: AppConfig) -> ScoringResult:
     tags = {"job": "score_customers", "feature_snapshot": as_of, "model_name": loaded.name,
             "model_version": loaded.version, "model_sha256": loaded.checksum, "training_run_id": loaded.run_id,
             **({"clv_as_of": clv_as_of} if clv_as_of else {}), **tracking.environment_tags()}  # fmt: skip
-    with tracking.tracked_run(f"score-{as_of}", tags=tags) as run, persisting() as persist:
+    with tracking.tracked_run(f"score-{as_of}", tags=tags) as run, persisting() as persist, collection_paused(spark):
         scored = score(snapshot, loaded, names, density, sub_names)
         scored = persist(scored.join(clv_values, "customer_id", how="left") if clv_values is not None else scored)
         counts = {int(r.segment): int(r["count"]) for r in scored.groupBy("segment").count().collect()}

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import logging
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -39,6 +41,7 @@ __all__ = [
     "JavaMissingError",
     "check_delta",
     "check_java",
+    "collection_paused",
     "default_parallelism",
     "delta_maven_coordinate",
     "get_spark",
@@ -176,6 +179,58 @@ def worker_threads(spark: SparkSession) -> Callable[[], None]:
     sc = spark.sparkContext
     description = sc.getLocalProperty("spark.job.description")
     return lambda: sc.setJobDescription(description)  # type: ignore[arg-type]  # None clears it
+
+
+@contextlib.contextmanager
+def collection_paused(spark: SparkSession) -> Iterator[None]:
+    """On a Spark Connect session, Python's cyclic garbage collector stays off for the block and
+    runs once when the outermost block ends, on the calling thread; a classic session is untouched.
+
+    A fitted model over Connect is a reference to a model the server caches, and its ``__del__``
+    asks the server to drop it. If a collection runs that finalizer on a thread that is inside
+    another request to the server, the client's gRPC channel can deadlock and the job waits for
+    ever with no Spark job running (SPARK-55020, SPARK-57655). PySpark 4.2 switches the collector
+    off around its own requests, but per call: with two threads (the sweep's fits) one thread's
+    request ending switches it back on while the other's is still under way. Paused for the whole
+    run, it is never switched back on mid-request, and the models' finalizers run at the end,
+    when no request is in flight.
+    """
+    if not is_connect(spark):
+        yield
+        return
+    with _PAUSE.held():
+        yield
+
+
+class _CollectorPause:
+    """A process-wide, nestable pause of :mod:`gc`: the outermost exit switches the collector back
+    on (if it was on) and collects once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._was_enabled = False
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        with self._lock:
+            if self._depth == 0:
+                self._was_enabled = gc.isenabled()
+                gc.disable()
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                resume = self._depth == 0 and self._was_enabled
+                if resume:
+                    gc.enable()
+            if resume:
+                gc.collect()
+
+
+_PAUSE = _CollectorPause()
 
 
 @contextlib.contextmanager

@@ -23,7 +23,7 @@ from segmentation.config import AppConfig
 from segmentation.hierarchy import broad_level
 from segmentation.io import delta_version
 from segmentation.snapshots import persisting, read_quality, read_snapshot
-from segmentation.spark import job_descriptions
+from segmentation.spark import collection_paused, job_descriptions
 from segmentation.sweep import run_sweep
 from segmentation.training_publish import TrainingResult, publish
 from segmentation.training_stages import (
@@ -54,6 +54,7 @@ def run_training(spark: SparkSession, cfg: AppConfig, quality: dict[str, float] 
         tracking.tracked_run(f"train-{as_of}", tags=tags) as run,
         persisting() as persist,
         job_descriptions(spark) as name_jobs,
+        collection_paused(spark),  # Connect: no model finalizer inside another thread's request
     ):
         laps = Laps(name_jobs)  # names each stage's Spark jobs ("training: sweep") and times it
         laps.begin("prepare")

@@ -114,6 +114,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def run_python(command: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess:
+    """``subprocess.run(command, capture_output=True, text=True, ...)`` for a Python process; one that
+    runs past ``timeout`` fails the test with every thread's Python stack (``faulthandler``, on
+    SIGABRT), so that a hang says where it waited."""
+    kwargs["env"] = {**kwargs.get("env", os.environ), "PYTHONFAULTHANDLER": "1"}
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs) as process:
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)
+            out, err = process.communicate(timeout=60)
+            pytest.fail(f"{command[1]} ran past {timeout} s; its threads were at:\n{err[-12000:]}")
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
 def stop_process_group(process: subprocess.Popen) -> None:
     """SIGTERM a process started with ``start_new_session=True`` and its children; SIGKILL after 30 s."""
     if process.poll() is None:

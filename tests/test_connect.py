@@ -22,7 +22,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
-from conftest import SHORT_LIVED_JVM, free_port, make_config, stop_process_group
+from conftest import SHORT_LIVED_JVM, free_port, make_config, run_python, stop_process_group
 from pyspark.ml import PipelineModel
 from pyspark.sql import functions as F
 
@@ -65,7 +65,13 @@ def _listening(port: int) -> bool:
 def run_job(script: str, config: Path, remote: str, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "SPARK_REMOTE": remote}
     command = [sys.executable, str(ROOT / "jobs" / script), "--config", str(config), *args]
-    return subprocess.run(command, cwd=config.parent, env=env, capture_output=True, text=True, timeout=900)
+    return run_python(command, timeout=900, cwd=config.parent, env=env)
+
+
+def test_a_job_past_its_time_fails_the_test_with_where_its_threads_waited(tmp_path):
+    script = "import time\ndef wait_here():\n    time.sleep(60)\nwait_here()\n"
+    with pytest.raises(pytest.fail.Exception, match=r"(?s)ran past 3 s.*line 3 in wait_here"):
+        run_python([sys.executable, "-c", script], timeout=3, cwd=tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +253,7 @@ def test_the_notebooks_run_over_connect(spark, connect_run, connect_server, tmp_
     }
     env = {**os.environ, "SPARK_REMOTE": connect_server}
     command = [sys.executable, str(ROOT / "tests" / "connect_notebooks.py"), json.dumps(params)]
-    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    done = run_python(command, timeout=900, cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr[-4000:]
     facts = json.loads(done.stdout.strip().splitlines()[-1])
     assert facts["session"].startswith("pyspark.sql.connect")

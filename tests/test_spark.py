@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 from conftest import TEST_SPARK
@@ -12,7 +14,9 @@ from segmentation.spark import (
     DELTA_EXTENSION,
     SNAPSHOT_PARTITIONS,
     JavaMissingError,
+    _CollectorPause,
     check_java,
+    collection_paused,
     default_parallelism,
     delta_maven_coordinate,
     get_spark,
@@ -109,6 +113,60 @@ def test_worker_threads_carry_the_callers_job_description(spark):
         with ThreadPoolExecutor(1) as bare:  # what a thread has without it
             unnamed = bare.submit(sc.getLocalProperty, "spark.job.description").result()
     assert seen == {"training: sweep"} and unnamed is None
+
+
+def _two_requests_overlapping() -> bool:
+    """Two threads in PySpark's per-request collector switch, the first ending while the second
+    is still inside: whether the collector is on under the second."""
+    from pyspark.util import disable_gc
+
+    first_in, second_in, first_out, seen = (threading.Event(), threading.Event(), threading.Event(), [])
+
+    def first() -> None:
+        with disable_gc():
+            first_in.set()
+            second_in.wait(10)
+        first_out.set()
+
+    def second() -> None:
+        first_in.wait(10)
+        with disable_gc():
+            second_in.set()
+            first_out.wait(10)
+            seen.append(gc.isenabled())
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    return seen[0]
+
+
+def test_a_paused_collector_stays_off_under_overlapping_requests_and_collects_at_the_end():
+    assert gc.isenabled()
+    assert _two_requests_overlapping()  # PySpark's own switch: back on while a request is under way
+    finalized = []
+
+    class Model:
+        def __del__(self) -> None:
+            finalized.append(gc.isenabled())
+
+    pause = _CollectorPause()
+    with pause.held():
+        cycle = Model()
+        cycle.me = cycle
+        del cycle
+        with pause.held():
+            under = _two_requests_overlapping()
+        before_exit = (gc.isenabled(), list(finalized))
+    assert under is False and before_exit == (False, [])  # off under the second request and after the inner exit
+    assert gc.isenabled() and finalized == [True]  # the outermost exit switched it on, then collected
+
+
+def test_a_classic_session_leaves_the_collector_alone(spark):
+    with collection_paused(spark):
+        assert gc.isenabled()
 
 
 def test_active_session_is_reused_untouched(spark):
