@@ -96,16 +96,15 @@ def _read_parquet(spark: SparkSession, source: TableConfig) -> DataFrame:
     timestamps are turned back into timestamps (UTC, truncated to microseconds, Spark's precision).
     """
     reader = spark.read.options(**source.options)
-    if spark.conf.get(_NANOS_AS_LONG, "false").lower() != "true" and _local_nanos(source.path):
-        spark.conf.set(_NANOS_AS_LONG, "true")  # found in the footer: no failed scan, no executor error logged
-    if spark.conf.get(_NANOS_AS_LONG, "false").lower() != "true":
+    # A local file's footer says so without a failed scan (and the executor error Spark logs for one).
+    if spark.conf.get(_NANOS_AS_LONG, "false").lower() != "true" and not _local_nanos(source.path):
         try:
             return reader.parquet(source.path)
         except Exception as exc:  # noqa: BLE001 - classic and Connect raise different classes
             if "PARQUET_TYPE_ILLEGAL" not in str(exc) or "NANOS" not in str(exc):
                 raise
         log.info("'%s' has nanosecond timestamps: setting %s=true to read them", source.path, _NANOS_AS_LONG)
-        spark.conf.set(_NANOS_AS_LONG, "true")
+    spark.conf.set(_NANOS_AS_LONG, "true")
     df = reader.parquet(source.path)
     nanos = _nanosecond_columns(df)
     if nanos:
@@ -209,11 +208,15 @@ def check_fits(spark: SparkSession, df: DataFrame, target: OutputConfig, merge_s
     new = [] if merge_schema else [f.name for f in df.schema.fields if f.name not in types]
     changed = [f.name for f in df.schema.fields if f.name in types and types[f.name] != f.dataType.simpleString()]
     if new or changed:
-        raise ContractError(
-            f"Delta table {target.location} holds other columns than this run writes "
-            f"(columns it lacks: {new}; of another type: {changed}); nothing was written. Point this output "
-            "at a location of its own (its path or table key), or move the old table away"
-        )
+        raise _other_columns(target, f"columns it lacks: {new}; of another type: {changed}", "nothing was written")
+
+
+def _other_columns(target: OutputConfig, found: str, written: str) -> ContractError:
+    """The error for a Delta table at ``target`` whose columns are not the run's (another data set's)."""
+    return ContractError(
+        f"Delta table {target.location} holds other columns, or other types, than this run writes ({found}); "
+        f"{written}. Point this output at a location of its own (its path or table key), or move the old table away"
+    )
 
 
 def delta_version(spark: SparkSession, target: OutputConfig | TableConfig) -> int | None:
@@ -304,11 +307,7 @@ def committing(target: OutputConfig) -> Iterator[None]:
     except Exception as exc:
         condition = error_condition(exc)
         if condition.split(".")[0] in _OTHER_SCHEMA:
-            raise ContractError(
-                f"Delta table {target.location} holds other columns, or other types, than this run writes "
-                f"({condition}); nothing was written to it. Point this output at a location of its own "
-                "(its path or table key), or move the old table away"
-            ) from exc
+            raise _other_columns(target, condition, "nothing was written to it") from exc
         if condition.split(".")[0] not in _CONFLICTS:
             raise
         raise ConcurrentWriteError(
