@@ -208,14 +208,14 @@ def check_fits(spark: SparkSession, df: DataFrame, target: OutputConfig, merge_s
     new = [] if merge_schema else [f.name for f in df.schema.fields if f.name not in types]
     changed = [f.name for f in df.schema.fields if f.name in types and types[f.name] != f.dataType.simpleString()]
     if new or changed:
-        raise _other_columns(target, f"columns it lacks: {new}; of another type: {changed}", "nothing was written")
+        raise _other_columns(target, f"columns it lacks: {new}; of another type: {changed}")
 
 
-def _other_columns(target: OutputConfig, found: str, written: str) -> ContractError:
+def _other_columns(target: OutputConfig, found: str) -> ContractError:
     """The error for a Delta table at ``target`` whose columns are not the run's (another data set's)."""
     return ContractError(
-        f"Delta table {target.location} holds other columns, or other types, than this run writes ({found}); "
-        f"{written}. Point this output at a location of its own (its path or table key), or move the old table away"
+        f"Delta table {target.location} holds other columns, or other types, than this run writes ({found}); nothing "
+        "was written. Point this output at a location of its own (its path or table key), or move the old table away"
     )
 
 
@@ -307,7 +307,7 @@ def committing(target: OutputConfig) -> Iterator[None]:
     except Exception as exc:
         condition = error_condition(exc)
         if condition.split(".")[0] in _OTHER_SCHEMA:
-            raise _other_columns(target, condition, "nothing was written to it") from exc
+            raise _other_columns(target, condition) from exc
         if condition.split(".")[0] not in _CONFLICTS:
             raise
         raise ConcurrentWriteError(
