@@ -60,7 +60,7 @@ def test_each_broad_segment_is_split_by_the_rule_into_sub_segments_of_its_own(sp
     assert result.metrics["hierarchy_split_segments"] >= 1 and len(parents) > result.k
     # hierarchy.min_customers bounds the sub-segments of a split segment; a segment that stays whole is
     # one sub-segment of any size (a fresh clone of 094e9fb drew a broad segment of 33 customers).
-    subs = Counter(segment for segment in parents.values())
+    subs = Counter(parents.values())
     sizes = Counter(sub for _, sub in assigned.values())
     split_sizes = [sizes[sub] for sub, segment in parents.items() if subs[segment] > 1]
     assert split_sizes and min(split_sizes) >= 40
